@@ -1,0 +1,71 @@
+"""The engine's units of work: SamplingParams in, Request inside, RequestOutput out.
+
+Plain dataclasses: serving/ builds `SamplingParams` from a pydantic request, the scheduler
+moves `Request`s between queues, and the async engine hands `RequestOutput`s back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class SamplingParams:
+    """How one request samples and when it stops. `None` means: the checkpoint's default."""
+
+    temperature: float | None = None  # 0 -> greedy
+    top_p: float | None = None
+    top_k: int | None = None  # 0 or None -> off
+    repetition_penalty: float | None = None  # ChatGLM/transformers semantics, 1.0 -> off
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    max_tokens: int | None = None  # None -> whatever fits in the context
+    min_tokens: int = 0
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False
+    #: None -> no logprobs; k >= 0 -> the chosen token's logprob plus k top alternatives
+    logprobs: int | None = None
+    skip_special_tokens: bool = True
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"
+    LENGTH = "length"
+    ABORT = "abort"
+
+
+class RequestStatus(enum.Enum):
+    WAITING = enum.auto()
+    RUNNING = enum.auto()
+    FINISHED = enum.auto()
+
+
+@dataclass(slots=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the top alternatives."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]] = field(default_factory=list)  # (token_id, logprob), best first
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    """What one engine step produced for one request (deltas, plus running totals)."""
+
+    request_id: str
+    new_token_ids: list[int]
+    new_text: str
+    num_prompt_tokens: int
+    num_generated_tokens: int
+    finish_reason: FinishReason | None = None
+    #: which stop string or stop id ended the request, when one did
+    stop_reason: str | int | None = None
+    logprobs: list[TokenLogprob] | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.finish_reason is not None

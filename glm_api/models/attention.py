@@ -1,0 +1,100 @@
+"""Attention over the engine's slot KV cache: the one place a model meets the cache.
+
+The cache gives every running sequence a slot: one contiguous `(num_kv_heads, max_len,
+head_dim)` region per layer for keys and one for values. Contiguity is the point: on a CPU
+the attention of a sequence reads its keys in place, with no gather of scattered blocks
+(a gather costs as much memory traffic again as the attention itself).
+
+This module does not decide which sequence gets which slot (engine/kv_cache.py) nor what a
+layer computes around the attention (the model files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(slots=True)
+class AttentionBatch:
+    """Where each sequence of a flattened batch sits, made once per step by the runner.
+
+    Tokens of all sequences are concatenated: sequence i owns rows
+    `query_starts[i] : query_starts[i] + query_lens[i]` of every `(num_tokens, ...)` tensor.
+    """
+
+    slot_ids: list[int]
+    query_starts: list[int]
+    query_lens: list[int]
+    #: tokens of the sequence already in the cache before this step (prefix excluded)
+    cached_lens: list[int]
+    #: ChatGLM-6B (v1): prompt tokens before `<sop>` that see each other both ways; else 0
+    bidirectional_lens: list[int]
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.slot_ids)
+
+
+@dataclass(slots=True)
+class LayerCache:
+    """One layer's keys and values for every slot: each `(num_slots, num_kv_heads, max_len, head_dim)`."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+
+def _mask(num_new: int, num_cached: int, num_prefix: int, num_bidirectional: int,
+          device: torch.device) -> torch.Tensor:
+    """Boolean `(num_new, num_prefix + num_cached + num_new)`, True where a query may look."""
+    total = num_prefix + num_cached + num_new
+    query_pos = torch.arange(num_cached, num_cached + num_new, device=device)  # (num_new,)
+    key_pos = torch.arange(total, device=device) - num_prefix  # prefix keys get negative positions
+    visible = key_pos[None, :] <= query_pos[:, None]
+    if num_bidirectional > 0:
+        in_context = (query_pos[:, None] < num_bidirectional) & (key_pos[None, :] < num_bidirectional)
+        visible = visible | in_context
+    return visible
+
+
+def attend(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cache: LayerCache,
+    batch: AttentionBatch,
+    scale: float,
+    num_prefix: int = 0,
+) -> torch.Tensor:
+    """Write this step's keys/values into the cache and attend, one sequence at a time.
+
+    query `(num_tokens, num_heads, head_dim)`, key/value `(num_tokens, num_kv_heads, head_dim)`;
+    returns `(num_tokens, num_heads, head_dim)`. `num_prefix` cache rows at the start of every
+    slot hold P-tuning v2 prefix keys/values, visible to every token.
+
+    One sequence at a time keeps each request's arithmetic independent of its neighbours
+    (batch invariance) and reads each slot in place.
+    """
+    out = torch.empty_like(query)
+    num_heads, num_kv_heads = query.shape[1], key.shape[1]
+    use_gqa = num_heads != num_kv_heads
+    for i in range(batch.num_seqs):
+        start, num_new = batch.query_starts[i], batch.query_lens[i]
+        slot, num_cached = batch.slot_ids[i], batch.cached_lens[i]
+        lo = num_prefix + num_cached
+        hi = lo + num_new
+        cache.keys[slot, :, lo:hi] = key[start : start + num_new].transpose(0, 1)
+        cache.values[slot, :, lo:hi] = value[start : start + num_new].transpose(0, 1)
+        keys = cache.keys[slot, :, :hi].unsqueeze(0)  # (1, num_kv_heads, hi, head_dim)
+        values = cache.values[slot, :, :hi].unsqueeze(0)
+        q = query[start : start + num_new].transpose(0, 1).unsqueeze(0)  # (1, heads, new, dim)
+        mask = None
+        if num_new > 1 or batch.bidirectional_lens[i] > 0:
+            mask = _mask(num_new, num_cached, num_prefix, batch.bidirectional_lens[i], query.device)
+        o = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, scale=scale, enable_gqa=use_gqa
+        )  # (1, heads, new, dim)
+        out[start : start + num_new] = o[0].transpose(0, 1)
+    return out
