@@ -46,15 +46,18 @@ class LayerCache:
     values: torch.Tensor
 
 
-def _mask(num_new: int, num_cached: int, num_prefix: int, num_bidirectional: int,
-          device: torch.device) -> torch.Tensor:
+def _mask(
+    num_new: int, num_cached: int, num_prefix: int, num_bidirectional: int, device: torch.device
+) -> torch.Tensor:
     """Boolean `(num_new, num_prefix + num_cached + num_new)`, True where a query may look."""
     total = num_prefix + num_cached + num_new
     query_pos = torch.arange(num_cached, num_cached + num_new, device=device)  # (num_new,)
     key_pos = torch.arange(total, device=device) - num_prefix  # prefix keys get negative positions
     visible = key_pos[None, :] <= query_pos[:, None]
     if num_bidirectional > 0:
-        in_context = (query_pos[:, None] < num_bidirectional) & (key_pos[None, :] < num_bidirectional)
+        in_context = (query_pos[:, None] < num_bidirectional) & (
+            key_pos[None, :] < num_bidirectional
+        )
         visible = visible | in_context
     return visible
 

@@ -1,0 +1,1 @@
+"""Test helpers shared by several test suites (tiny checkpoints in every real GLM layout)."""
