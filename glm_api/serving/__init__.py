@@ -1,0 +1,1 @@
+"""Protocol objects <-> engine calls, one module per endpoint family (no FastAPI here)."""

@@ -1,0 +1,43 @@
+"""Every failure as the OpenAI error shape: typed engine errors, bad requests, the unexpected.
+
+`error_for(exc)` is the one table from exception to (status, body); app.py installs it as
+handlers and sse.py uses it for an error that happens after a stream has started.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from glm_api.engine.errors import EngineError
+from glm_api.protocol.errors import ErrorResponse
+
+logger = logging.getLogger("glm_api.http")
+
+
+def _validation_error(exc: RequestValidationError) -> ErrorResponse:
+    first = exc.errors()[0] if exc.errors() else {}
+    loc = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = ".".join(loc) or None
+    message = str(first.get("msg", "invalid request"))
+    if first.get("type") == "json_invalid":
+        message, param = "The request body is not valid JSON.", None
+    elif param:
+        message = f"{param}: {message}"
+    return ErrorResponse.of(message, "invalid_request_error", param=param, code=first.get("type"))
+
+
+def error_for(exc: Exception) -> tuple[int, ErrorResponse]:
+    """The status and OpenAI-shaped body for any exception a route can raise."""
+    if isinstance(exc, EngineError):
+        body = ErrorResponse.of(str(exc), exc.error_type, exc.param, exc.code)
+        return exc.status_code, body
+    if isinstance(exc, RequestValidationError):
+        return 400, _validation_error(exc)
+    if isinstance(exc, HTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return exc.status_code, ErrorResponse.of(str(exc.detail), kind)
+    logger.exception("unexpected error while serving a request", exc_info=exc)
+    return 500, ErrorResponse.of("The server had an internal error.", "internal_error")

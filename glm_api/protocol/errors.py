@@ -1,0 +1,25 @@
+"""The OpenAI error shape every failing route answers with: `{"error": {...}}`.
+
+Only the pydantic models live here; which exception maps to which status is http/app.py's job.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+    @classmethod
+    def of(
+        cls, message: str, type: str, param: str | None = None, code: str | None = None
+    ) -> ErrorResponse:
+        return cls(error=ErrorInfo(message=message, type=type, param=param, code=code))
