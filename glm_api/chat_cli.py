@@ -82,8 +82,9 @@ class LocalBackend:
         from glm_api.formats.base import ChatMessage
 
         fmt = self._engine.format
-        prompt = fmt.chat_prompt([ChatMessage(role=m["role"], content=m["content"])
-                                  for m in messages])
+        prompt = fmt.chat_prompt(
+            [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+        )
         params = SamplingParams(
             temperature=self._params.get("temperature"), max_tokens=self._params["max_tokens"]
         )

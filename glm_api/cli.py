@@ -65,8 +65,9 @@ def cmd_tokenize(args: argparse.Namespace) -> int:
     if args.chat is not None:
         from glm_api.formats.base import ChatMessage
 
-        messages = [ChatMessage(role=m["role"], content=m.get("content", "")) for m in
-                    json.loads(args.chat)]
+        messages = [
+            ChatMessage(role=m["role"], content=m.get("content", "")) for m in json.loads(args.chat)
+        ]
         print(json.dumps({"ids": fmt.chat_prompt(messages)}, ensure_ascii=False))
         return 0
     if args.text is None:
@@ -96,8 +97,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     levels = [int(x) for x in args.concurrency.split(",") if x]
     reports = run_bench(
-        args.url, args.model, levels, args.requests, args.prompt_tokens, args.max_tokens,
-        args.max_seconds, extras=not args.no_extras, api_key=args.api_key,
+        args.url,
+        args.model,
+        levels,
+        args.requests,
+        args.prompt_tokens,
+        args.max_tokens,
+        args.max_seconds,
+        extras=not args.no_extras,
+        api_key=args.api_key,
     )
     print(reports_to_json(reports) if args.json else format_table(reports))
     return 1 if any(r.num_errors for r in reports) else 0

@@ -33,12 +33,21 @@ class EngineStats:
 class EngineClient(Protocol):
     """What serving/ needs of an engine."""
 
-    #: the chat format (tokenizer, prompt rules) of the loaded checkpoint
-    format: ChatFormat
-    max_model_len: int
-    #: defaults from generation_config.json, keys as SamplingParams fields
-    generation_defaults: dict[str, Any]
-    is_ready: bool
+    @property
+    def format(self) -> ChatFormat:
+        """The chat format (tokenizer, prompt rules) of the loaded checkpoint."""
+        ...
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    @property
+    def generation_defaults(self) -> dict[str, Any]:
+        """Defaults from generation_config.json, keyed as SamplingParams fields."""
+        ...
+
+    @property
+    def is_ready(self) -> bool: ...
 
     def generate(
         self, prompt_ids: list[int], params: SamplingParams, request_id: str

@@ -28,7 +28,11 @@ def test_chat_streams_answers_clears_and_stops() -> None:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "glm_api.cli", "chat", "--max-tokens", "8", "--temperature", "0"],
-        stdin=child_fd, stdout=child_fd, stderr=child_fd, env=env, close_fds=True,
+        stdin=child_fd,
+        stdout=child_fd,
+        stderr=child_fd,
+        env=env,
+        close_fds=True,
     )
     os.close(child_fd)
     seen: list[str] = []

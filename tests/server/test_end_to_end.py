@@ -26,8 +26,12 @@ def test_models_lists_chat_and_embedding_models(client: openai.OpenAI) -> None:
 
 
 def test_chat_greedy_is_deterministic_and_counts_tokens(client: openai.OpenAI) -> None:
-    kwargs = dict(model="glm-demo", messages=[{"role": "user", "content": "你好"}],
-                  max_tokens=12, temperature=0)
+    kwargs = dict(
+        model="glm-demo",
+        messages=[{"role": "user", "content": "你好"}],
+        max_tokens=12,
+        temperature=0,
+    )
     first = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     second = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
     assert first.choices[0].message.content == second.choices[0].message.content
@@ -37,11 +41,15 @@ def test_chat_greedy_is_deterministic_and_counts_tokens(client: openai.OpenAI) -
 
 
 def test_stream_with_usage_matches_non_stream(client: openai.OpenAI) -> None:
-    kwargs = dict(model="glm-demo", messages=[{"role": "user", "content": "Hi"}],
-                  max_tokens=10, temperature=0)
+    kwargs = dict(
+        model="glm-demo", messages=[{"role": "user", "content": "Hi"}], max_tokens=10, temperature=0
+    )
     whole = client.chat.completions.create(**kwargs)  # type: ignore[call-overload]
-    chunks = list(client.chat.completions.create(  # type: ignore[call-overload]
-        stream=True, stream_options={"include_usage": True}, **kwargs))
+    chunks = list(
+        client.chat.completions.create(  # type: ignore[call-overload]
+            stream=True, stream_options={"include_usage": True}, **kwargs
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole.choices[0].message.content
     assert chunks[-1].usage is not None and chunks[-1].usage == whole.usage
@@ -49,8 +57,13 @@ def test_stream_with_usage_matches_non_stream(client: openai.OpenAI) -> None:
 
 def test_concurrent_requests_all_finish(client: openai.OpenAI) -> None:
     def ask(i: int) -> int:
-        reply = client.completions.create(model="glm-demo", prompt="x" * (i + 1), max_tokens=8,
-                                          temperature=0, extra_body={"ignore_eos": True})
+        reply = client.completions.create(
+            model="glm-demo",
+            prompt="x" * (i + 1),
+            max_tokens=8,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
         assert reply.choices[0].finish_reason == "length"
         return reply.usage.completion_tokens if reply.usage else -1
 
@@ -69,8 +82,11 @@ def test_legacy_chat_and_stream(server_url: str) -> None:
     assert reply["object"] == "chat.completion" and reply["model"] == "glm-demo"
     assert reply["total_tokens"] == reply["prompt_tokens"] + reply["completion_tokens"] <= 64
     with httpx.stream("POST", server_url + "/chat-stream", json=body, timeout=60) as r:
-        events = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")
-                  and line[5:].strip().startswith("{")]
+        events = [
+            json.loads(line[5:])
+            for line in r.iter_lines()
+            if line.startswith("data:") and line[5:].strip().startswith("{")
+        ]
     assert events and "finish_reason" in events[-1]
     answers = [e["content"] for e in events]
     assert all(b.startswith(a) for a, b in zip(answers, answers[1:], strict=False))
@@ -90,8 +106,13 @@ def test_prompt_too_long_is_a_400(client: openai.OpenAI) -> None:
 
 def test_metrics_show_batching(server_url: str) -> None:
     text = httpx.get(server_url + "/metrics").text
-    for name in ("glm_api_requests_running", "glm_api_requests_waiting",
-                 "glm_api_prompt_tokens_total", "glm_api_generation_tokens_total",
-                 "glm_api_batch_size_bucket", "glm_api_time_to_first_token_seconds_bucket",
-                 "glm_api_kv_cache_usage_ratio"):
+    for name in (
+        "glm_api_requests_running",
+        "glm_api_requests_waiting",
+        "glm_api_prompt_tokens_total",
+        "glm_api_generation_tokens_total",
+        "glm_api_batch_size_bucket",
+        "glm_api_time_to_first_token_seconds_bucket",
+        "glm_api_kv_cache_usage_ratio",
+    ):
         assert name in text
