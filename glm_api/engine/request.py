@@ -69,3 +69,56 @@ class RequestOutput:
     @property
     def is_finished(self) -> bool:
         return self.finish_reason is not None
+
+
+@dataclass(slots=True)
+class Request:
+    """One request inside the engine: its prompt, resolved parameters and progress.
+
+    `params` is resolved by the async engine (no `None` left in temperature, top_p, top_k,
+    repetition_penalty); `max_tokens` is what fits in the context. The scheduler moves a
+    request between queues; the runner reads its ids; nothing here is a tensor.
+    """
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    max_tokens: int
+    #: ids that end the request (the format's unless ignore_eos, plus the user's)
+    stop_ids: frozenset[int] = frozenset()
+    #: ChatGLM-6B (v1): prompt tokens that must be prefilled together (see attention.py)
+    num_bidirectional: int = 0
+    arrival_time: float = 0.0
+    first_token_time: float | None = None
+    output_ids: list[int] = field(default_factory=list)
+    status: RequestStatus = RequestStatus.WAITING
+    slot: int | None = None
+    #: tokens whose keys/values are in the cache
+    num_computed: int = 0
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.output_ids)
+
+    @property
+    def is_prefilling(self) -> bool:
+        return self.num_computed < len(self.prompt_ids)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED
+
+    def token_slice(self, start: int, num: int) -> list[int]:
+        """Ids `start : start + num` of prompt + output, without concatenating both lists."""
+        num_prompt = len(self.prompt_ids)
+        if start + num <= num_prompt:
+            return self.prompt_ids[start : start + num]
+        if start >= num_prompt:
+            return self.output_ids[start - num_prompt : start - num_prompt + num]
+        return self.prompt_ids[start:] + self.output_ids[: start + num - num_prompt]

@@ -1,0 +1,155 @@
+"""The slot KV cache: one contiguous region per running request, allocated once at start.
+
+Each running request holds one slot for its whole life, and a slot reserves room for
+`max_model_len` tokens (plus the P-tuning prefix rows). So an admitted request can never
+run out of cache, and the engine needs no preemption and no block tables: the price is that
+the number of slots (concurrent requests) is fixed by the memory budget. On a CPU this is
+the right trade: attention reads each slot in place (see models/attention.py).
+
+This module owns the tensors and which slot is free. Who gets a slot, and when, is the
+scheduler's business; what a layer writes into its slot is the model's.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Protocol
+
+import torch
+
+from glm_api.models.attention import LayerCache
+from glm_api.models.base import CacheSpec
+
+#: share of free memory the cache may take when no budget is given
+DEFAULT_MEMORY_SHARE = 0.5
+
+
+class SlotAllocator(Protocol):
+    """What the scheduler needs of the cache: slots, no tensors."""
+
+    num_slots: int
+
+    def allocate(self) -> int | None: ...
+
+    def free(self, slot: int) -> None: ...
+
+
+class SlotPool:
+    """Free-slot bookkeeping; always hands out the lowest free slot (deterministic)."""
+
+    def __init__(self, num_slots: int) -> None:
+        self.num_slots = num_slots
+        self._free = list(range(num_slots))  # a heap
+        self._used: set[int] = set()
+
+    def allocate(self) -> int | None:
+        if not self._free:
+            return None
+        slot = heapq.heappop(self._free)
+        self._used.add(slot)
+        return slot
+
+    def free(self, slot: int) -> None:
+        if slot not in self._used:
+            raise ValueError(f"slot {slot} is not allocated")
+        self._used.remove(slot)
+        heapq.heappush(self._free, slot)
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def usage(self) -> float:
+        """Share of slots in use, 0..1."""
+        return len(self._used) / self.num_slots if self.num_slots else 0.0
+
+
+def slot_bytes(spec: CacheSpec, max_len: int, dtype: torch.dtype) -> int:
+    """Bytes one slot takes over all layers (keys and values)."""
+    element = torch.empty((), dtype=dtype).element_size()
+    rows = spec.num_prefix + max_len
+    return 2 * spec.num_layers * spec.num_kv_heads * rows * spec.head_dim * element
+
+
+def available_memory_bytes(device: torch.device) -> int:
+    """Free memory on `device` now (host RAM from /proc/meminfo on a CPU)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 1024**3  # no /proc (macOS): assume a modest 4 GiB
+
+
+def num_slots_for(
+    spec: CacheSpec,
+    max_len: int,
+    dtype: torch.dtype,
+    max_num_seqs: int,
+    memory_gb: float | None,
+    device: torch.device,
+) -> int:
+    """min(max_num_seqs, slots the budget allows); the budget defaults to a share of free memory."""
+    if memory_gb is not None:
+        budget = int(memory_gb * 1024**3)
+    else:
+        budget = int(available_memory_bytes(device) * DEFAULT_MEMORY_SHARE)
+    return max(0, min(max_num_seqs, budget // slot_bytes(spec, max_len, dtype)))
+
+
+class KVCache:
+    """Keys and values of every layer: each `(num_slots, num_kv_heads, num_prefix + max_len, head_dim)`."""
+
+    def __init__(
+        self,
+        spec: CacheSpec,
+        num_slots: int,
+        max_len: int,
+        dtype: torch.dtype,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if num_slots < 1:
+            raise ValueError("the KV cache needs at least one slot")
+        self.spec = spec
+        self.num_slots = num_slots
+        self.max_len = max_len
+        shape = (num_slots, spec.num_kv_heads, spec.num_prefix + max_len, spec.head_dim)
+        # zeros, not empty: rows past a sequence's length are never read, but zeros keep any
+        # accidental read finite
+        self.layers = [
+            LayerCache(
+                keys=torch.zeros(shape, dtype=dtype, device=device),
+                values=torch.zeros(shape, dtype=dtype, device=device),
+            )
+            for _ in range(spec.num_layers)
+        ]
+        self._pool = SlotPool(num_slots)
+
+    def write_prefix(self, prefix: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Copy P-tuning v2 prefix keys/values `(num_kv_heads, num_prefix, head_dim)` into every slot."""
+        num_prefix = self.spec.num_prefix
+        if len(prefix) != len(self.layers):
+            raise ValueError(f"prefix has {len(prefix)} layers, the model {len(self.layers)}")
+        for layer, (keys, values) in zip(self.layers, prefix, strict=True):
+            layer.keys[:, :, :num_prefix] = keys.to(layer.keys.dtype).unsqueeze(0)
+            layer.values[:, :, :num_prefix] = values.to(layer.values.dtype).unsqueeze(0)
+
+    def allocate(self) -> int | None:
+        return self._pool.allocate()
+
+    def free(self, slot: int) -> None:
+        self._pool.free(slot)
+
+    @property
+    def num_free(self) -> int:
+        return self._pool.num_free
+
+    @property
+    def usage(self) -> float:
+        return self._pool.usage
