@@ -68,6 +68,9 @@ class ChatFormat(ABC):
     special_tokens: dict[str, int]
     #: number of ids the tokenizer can produce (<= the model's embedding rows)
     vocab_size: int
+    #: replies open with the newline that ends the assistant's (empty) metadata line
+    #: (ChatGLM3, GLM-4); serving drops leading whitespace so it is not part of the answer
+    strips_reply_start: bool = False
 
     @abstractmethod
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:

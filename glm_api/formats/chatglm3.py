@@ -34,6 +34,8 @@ _ROLES.update({"tool": "observation", "observation": "observation"})
 class ChatGLM3Format(SentencePieceGLM):
     """ChatGLM3-6B: `[gMASK] sop`, then `<|role|>` + encode(`{metadata}\\n`) + encode(content)."""
 
+    strips_reply_start = True
+
     name = "chatglm3"
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:

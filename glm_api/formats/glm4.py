@@ -54,6 +54,7 @@ class Glm4StyleFormat(ChatFormat):
 
     _table: Sequence[bytes]
     _skip_ids: frozenset[int]
+    strips_reply_start = True
 
     def _init_glm4(self) -> None:
         tokens = self.special_tokens

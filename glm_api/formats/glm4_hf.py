@@ -100,6 +100,8 @@ def _template_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
 class Glm4HfFormat(ChatFormat):
     """tokenizer.json + the checkpoint's chat template, both loaded once per instance."""
 
+    strips_reply_start = True
+
     name = "glm4-hf"
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:

@@ -91,7 +91,7 @@ def _segments(text: str) -> list[tuple[str, str]]:
 def parse_chatglm3(text: str, tools_given: bool) -> ParsedReply:
     """ChatGLM3: a call is `{name}\\n` then a python block calling `tool_call(k=v, ...)`."""
     if not tools_given:
-        return ParsedReply(content=text.strip())
+        return ParsedReply(content=text)  # serving already dropped the opening newline
     calls: list[ToolCall] = []
     contents: list[str] = []
     for metadata, body in _segments(text):
@@ -106,7 +106,7 @@ def parse_chatglm3(text: str, tools_given: bool) -> ParsedReply:
 def parse_glm4(text: str, tools_given: bool) -> ParsedReply:
     """GLM-4: a call is `{name}\\n{json arguments}` (its openai_api_server's rule)."""
     if not tools_given:
-        return ParsedReply(content=text.strip())
+        return ParsedReply(content=text)  # serving already dropped the opening newline
     calls: list[ToolCall] = []
     contents: list[str] = []
     for metadata, body in _segments(text):

@@ -111,7 +111,7 @@ class ChatService:
         self, request: ChatCompletionRequest, response_id: str
     ) -> ChatCompletionResponse:
         job = self._prepare(request, response_id)
-        results = await collect(await open_streams(self.engine, job.engine_jobs()))
+        results = await collect(await open_streams(self.engine, job.engine_jobs(), is_reply=True))
         choices = [self._choice(job, i, result) for i, result in enumerate(results)]
         return ChatCompletionResponse(
             id=response_id, model=request.model, choices=choices, usage=_usage(results)
@@ -129,7 +129,7 @@ class ChatService:
     ) -> AsyncIterator[str]:
         """Starts the engine requests now (errors raise here); returns the chunks' JSON."""
         job = self._prepare(request, response_id)
-        streams = await open_streams(self.engine, job.engine_jobs())
+        streams = await open_streams(self.engine, job.engine_jobs(), is_reply=True)
         return _ChatStream(self, job).events(streams)
 
 

@@ -67,7 +67,9 @@ class LegacyChatService:
 
     async def chat(self, request: LegacyChatRequest) -> LegacyChatResponse:
         job = self._prepare(request)
-        streams = await open_streams(self.engine, [(job.prompt_ids, job.params, job.request_id)])
+        streams = await open_streams(
+            self.engine, [(job.prompt_ids, job.params, job.request_id)], is_reply=True
+        )
         (result,) = await collect(streams)
         return LegacyChatResponse(
             content=result.text,
@@ -81,7 +83,9 @@ class LegacyChatService:
     async def chat_stream(self, request: LegacyChatRequest) -> AsyncIterator[str]:
         """Starts the request now (errors raise here); returns the events' JSON."""
         job = self._prepare(request)
-        (stream,) = await open_streams(self.engine, [(job.prompt_ids, job.params, job.request_id)])
+        (stream,) = await open_streams(
+            self.engine, [(job.prompt_ids, job.params, job.request_id)], is_reply=True
+        )
         return self._events(stream)
 
     async def _events(self, stream: AsyncIterator[RequestOutput]) -> AsyncIterator[str]:

@@ -41,10 +41,27 @@ async def _prefixed(
         await close_stream(rest)
 
 
+async def _reply_text(stream: AsyncIterator[RequestOutput]) -> AsyncIterator[RequestOutput]:
+    """Drop the whitespace a reply opens with (ChatGLM3/GLM-4 answer `\\n` first)."""
+    is_started = False
+    try:
+        async for output in stream:
+            if not is_started:
+                output.new_text = output.new_text.lstrip()
+                is_started = bool(output.new_text)
+            yield output
+    finally:
+        await close_stream(stream)
+
+
 async def _first_step(
-    engine: EngineClient, prompt_ids: list[int], params: SamplingParams, request_id: str
+    engine: EngineClient,
+    job: tuple[list[int], SamplingParams, str],
+    is_reply: bool,
 ) -> AsyncIterator[RequestOutput]:
-    stream = engine.generate(prompt_ids, params, request_id)
+    stream = engine.generate(*job)
+    if is_reply and engine.format.strips_reply_start:
+        stream = _reply_text(stream)
     try:
         first = await anext(stream)
     except BaseException:
@@ -54,11 +71,17 @@ async def _first_step(
 
 
 async def open_streams(
-    engine: EngineClient, jobs: list[tuple[list[int], SamplingParams, str]]
+    engine: EngineClient,
+    jobs: list[tuple[list[int], SamplingParams, str]],
+    is_reply: bool = False,
 ) -> list[AsyncIterator[RequestOutput]]:
-    """Start every (prompt_ids, params, request_id) job; raise the first engine error."""
+    """Start every (prompt_ids, params, request_id) job; raise the first engine error.
+
+    `is_reply`: the outputs are a chat reply (not a raw completion), whose opening
+    whitespace the format may drop.
+    """
     results = await asyncio.gather(
-        *(_first_step(engine, *job) for job in jobs), return_exceptions=True
+        *(_first_step(engine, job, is_reply) for job in jobs), return_exceptions=True
     )
     streams = [r for r in results if not isinstance(r, BaseException)]
     errors = [r for r in results if isinstance(r, BaseException)]

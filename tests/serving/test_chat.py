@@ -13,7 +13,7 @@ from glm_api.engine.errors import PromptTooLongError
 from glm_api.protocol.openai import ChatCompletionRequest, ChatCompletionStreamResponse
 from glm_api.serving.chat import ChatService
 from glm_api.serving.models import ModelNotFoundError, ServedModels
-from tests.fakes import FakeEngine, ids_of
+from tests.fakes import FakeChatFormat, FakeEngine, ids_of
 
 MODEL = "glm-test"
 
@@ -200,3 +200,16 @@ def test_closing_a_stream_closes_the_engine_iterators() -> None:
     engine = asyncio.run(scenario())
     assert sorted(engine.closed) == ["d-0", "d-1"]
     assert engine.finished == []
+
+
+def test_opening_newline_of_a_glm_reply_is_dropped_streamed_or_not() -> None:
+    """ChatGLM3/GLM-4 answer `\\n` first (the end of the metadata line): not part of the text."""
+    fmt = FakeChatFormat()
+    fmt.strips_reply_start = True
+    engine = FakeEngine(reply=lambda call: "\n Hi there ", format=fmt)
+    service = make(engine)
+    whole = asyncio.run(service.create(request(), "chatcmpl-1"))
+    assert whole.choices[0].message.content == "Hi there "
+    chunks = asyncio.run(drain_stream(service, request(stream=True)))
+    deltas = [c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]]
+    assert "".join(deltas) == "Hi there "
