@@ -1,0 +1,152 @@
+"""`Int8Linear`: int8 weights with one scale per output channel, int8 activations per row.
+
+State dict (the same as THUDM's 8-bit layout, so one class loads both): `weight` int8
+`(out, in)`, `weight_scale` `(out,)` with `w = weight * weight_scale[:, None]`, optional `bias`.
+
+Batch invariance: each row of the input is quantized with its own scale to exact integers in
+[-127, 127]; the int8 x int8 products are summed in int32, which is exact in any order, so a
+row's output never depends on the other rows. On CPU the sums run in PyTorch's fbgemm dynamic
+linear: its activation scale is computed over the whole tensor, so one constant row (128 and
+-127s) is put in front of every call to pin that scale to exactly 1 and the zero point to
+127; the integer rows then pass through unchanged. Without fbgemm, `torch._int_mm` does the
+same sums. Other devices dequantize the weight and run a float matmul (memory saving only).
+The fbgemm weight is packed on the first CPU forward and the plain int8 copy is then freed;
+`state_dict()` unpacks it again. Not here: choosing layers (swap.py), files (checkpoint.py).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_MIN_SCALE = 1e-12
+
+
+def _has_fbgemm() -> bool:
+    ops = torch.ops.quantized
+    return hasattr(ops, "linear_dynamic") and hasattr(ops, "linear_prepack")
+
+
+def quantize_rows_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(M, K)` float -> integer-valued float32 `(M, K)` in [-127, 127], scales `(M, 1)`."""
+    x = x.float()
+    scale = x.abs().amax(dim=1, keepdim=True).clamp(min=_MIN_SCALE) / 127.0
+    return torch.round(x / scale), scale
+
+
+class Int8Linear(nn.Module):
+    """A `nn.Linear` whose weight is int8 per output channel (see the module docstring)."""
+
+    weight: torch.Tensor
+    weight_scale: torch.Tensor
+    bias: torch.Tensor | None
+
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool, device: torch.device | None = None
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.register_buffer(
+            "weight", torch.zeros(out_features, in_features, dtype=torch.int8, device=device)
+        )
+        self.register_buffer("weight_scale", torch.ones(out_features, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
+        self._packed: Any = None  # fbgemm LinearPackedParams once packed (CPU only)
+        self._pin: torch.Tensor | None = None  # (1, in): fixes fbgemm's activation scale to 1
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, device: torch.device) -> Int8Linear:
+        weight = linear.weight.detach().to(device=device, dtype=torch.float32)  # (out, in)
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, device)
+        scale = weight.abs().amax(dim=1).clamp(min=_MIN_SCALE) / 127.0  # (out,)
+        module.weight.copy_(torch.round(weight / scale[:, None]).clamp(-127, 127))
+        module.weight_scale.copy_(scale)
+        if linear.bias is not None and module.bias is not None:
+            module.bias.copy_(linear.bias.detach())
+        return module
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+    def storage_bytes(self) -> int:
+        """Bytes this layer holds: the int8 weight (plain or packed), scales and bias."""
+        small = self.weight_scale.nbytes + (self.bias.nbytes if self.bias is not None else 0)
+        return small + self.in_features * self.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, self.in_features)  # (M, in)
+        if x.device.type != "cpu":
+            out = self._forward_dequantized(rows)
+        elif _has_fbgemm():
+            out = self._forward_fbgemm(rows)
+        else:
+            out = self._forward_int_mm(rows)
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def _forward_dequantized(self, rows: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.to(rows.dtype) * self.weight_scale[:, None].to(rows.dtype)
+        return F.linear(rows, weight)  # (M, out)
+
+    def _forward_fbgemm(self, rows: torch.Tensor) -> torch.Tensor:
+        if self._packed is None:
+            self._pack()
+        assert self._pin is not None
+        codes, scale = quantize_rows_int8(rows)
+        out = torch.ops.quantized.linear_dynamic(torch.cat([self._pin, codes]), self._packed, False)
+        return out[1:] * scale  # (M, out)
+
+    def _forward_int_mm(self, rows: torch.Tensor) -> torch.Tensor:
+        codes, scale = quantize_rows_int8(rows)
+        acc = torch._int_mm(codes.to(torch.int8), self.weight.t())  # (M, out) int32, exact
+        return acc.float() * scale * self.weight_scale.float()
+
+    def _pack(self) -> None:
+        num_out = self.out_features
+        with warnings.catch_warnings():  # the quantized-tensor API warns it is deprecated
+            warnings.simplefilter("ignore")
+            qweight = torch._make_per_channel_quantized_tensor(
+                self.weight,
+                self.weight_scale.double().clamp(min=_MIN_SCALE),
+                torch.zeros(num_out, dtype=torch.long),
+                0,
+            )
+            self._packed = torch.ops.quantized.linear_prepack(qweight, None)
+        pin = torch.full((1, self.in_features), -127.0)
+        pin[0, 0] = 128.0  # min -127, max 128: scale (128 + 127) / 255 = 1, zero point 127
+        self._pin = pin
+        self.weight = torch.empty(0, dtype=torch.int8)  # the packed copy replaces it
+
+    def _unpacked_weight(self) -> torch.Tensor:
+        if self._packed is None:
+            return self.weight
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qweight, _ = torch.ops.quantized.linear_unpack(self._packed)
+            return qweight.int_repr().clone()  # (out, in) int8
+
+    def _unpack(self) -> None:
+        if self._packed is not None:
+            self.weight = self._unpacked_weight()
+            self._packed = None
+            self._pin = None
+
+    def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        destination[prefix + "weight"] = self._unpacked_weight()
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        self._packed, self._pin = None, None
+        if self.weight.numel() == 0:  # packed before: restore the shape load checks against
+            self.weight = torch.zeros(self.out_features, self.in_features, dtype=torch.int8)
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        self._unpack()  # moving or casting works on the plain int8 weight
+        return super()._apply(fn, recurse)
