@@ -1,0 +1,77 @@
+"""Measure this machine's memory bandwidth, the bound on single-stream decode speed.
+
+    python bench/measure_bandwidth.py [--gb 1.0] [--repeats 5] [--threads N] [--json]
+
+Decoding one sequence reads every weight once per token, so tokens/s <= bandwidth / weight
+bytes. Two numbers, best of --repeats each: `read` (a float32 sum over a --gb array: what a
+matrix-vector product does) and `copy` (read + write of the same array, counted as 2x bytes).
+Uses torch with all cores unless --threads is given. Prints GB/s (1e9 bytes per second).
+Also `matmul_gflops`: a float32 (16 x 1024) @ (1024 x 5632) product, the shape of a decode
+step at 16 sequences, for the compute bound on batched decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP threads
+
+import torch  # noqa: E402
+
+
+def best_seconds(fn: object, repeats: int) -> float:
+    assert callable(fn)
+    fn()  # warm-up: page faults and thread start-up are not bandwidth
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure(num_bytes: int, repeats: int) -> dict[str, float]:
+    num_floats = num_bytes // 4
+    src = torch.ones(num_floats, dtype=torch.float32)  # (num_floats,)
+    dst = torch.empty_like(src)
+    read_s = best_seconds(lambda: src.sum(), repeats)
+    copy_s = best_seconds(lambda: dst.copy_(src), repeats)
+    acts = torch.randn(16, 1024)  # (batch, hidden)
+    weight = torch.randn(1024, 5632)  # (hidden, 2 * ffn): GLM's gate_up projection
+    num_calls = 50  # one call is ~0.1 ms: time a run of them
+    matmul_s = best_seconds(lambda: [acts @ weight for _ in range(num_calls)], repeats)
+    return {
+        "matmul_gflops": num_calls * 2 * 16 * 1024 * 5632 / matmul_s / 1e9,
+        "array_gb": num_floats * 4 / 1e9,
+        "read_gb_s": num_floats * 4 / read_s / 1e9,
+        "copy_gb_s": 2 * num_floats * 4 / copy_s / 1e9,
+        "threads": float(torch.get_num_threads()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gb", type=float, default=1.0, help="array size in GB (default 1)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = measure(int(args.gb * 1e9), args.repeats)
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(
+        f"read {result['read_gb_s']:.1f} GB/s, copy {result['copy_gb_s']:.1f} GB/s, "
+        f"matmul {result['matmul_gflops']:.0f} GFLOP/s "
+        f"({result['array_gb']:.2f} GB array, {int(result['threads'])} threads, "
+        f"best of {args.repeats})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,175 @@
+#!/usr/bin/env bash
+# GLM API against its peers on one machine, one server at a time; writes docs/benchmarks.md.
+#
+#   bench/run_all.sh [--quick] [--tiny] [--only NAME[,NAME...]] [--out DIR] [--no-report]
+#
+# Makes the benchmark checkpoint if missing (bench/make_checkpoint.py), measures the machine
+# (CPU, cores, memory bandwidth, matmul rate), then for each server: start it with its
+# bench/peers script, run `glm-api bench` at concurrency 1 and 16 (separate runs, so each
+# level gets its own request count), stop it (kill its process group, check the port is
+# free), and keep the JSON. A server that cannot be installed or started is recorded with
+# its exit code and shows up in the report as such. Finally bench/write_report.py writes
+# docs/benchmarks.md from the results directory.
+#
+# Servers: glm-api (float32), glm-api-int8 (--quantize int8), original-api (transformers
+# generate, one request at a time), transformers-serve (--continuous-batching), vllm-cpu.
+# --quick: few requests and short replies (a check that everything runs, not a measurement).
+# --tiny: the tiny checkpoint (hidden 64, 2 layers) instead of the 0.6B one.
+# Environment: BENCH_PORT (first port, default 8200), PEER_READY_TIMEOUT (seconds, 600).
+set -u
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+PY="${GLM_API_VENV:-$ROOT/.venv}/bin/python"
+SERVERS="glm-api,glm-api-int8,original-api,transformers-serve,vllm-cpu"
+QUICK=0
+TINY=0
+REPORT=1
+OUT=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --tiny) TINY=1 ;;
+        --only) SERVERS="$2"; shift ;;
+        --out) OUT="$2"; shift ;;
+        --no-report) REPORT=0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$QUICK" = 1 ]; then
+    PROMPT_TOKENS=32; MAX_TOKENS=16; REQUESTS_C1=2; REQUESTS_C16=16; MAX_SECONDS=300
+else
+    PROMPT_TOKENS=128; MAX_TOKENS=128; REQUESTS_C1=4; REQUESTS_C16=32; MAX_SECONDS=1200
+fi
+if [ "$TINY" = 1 ]; then
+    CKPT="$ROOT/bench/checkpoints/glm4-tiny"; MAKE_FLAGS=(--tiny)
+else
+    CKPT="$ROOT/bench/checkpoints/glm4-0.6b"; MAKE_FLAGS=()
+fi
+OUT="${OUT:-/tmp/glm-api-bench/run-$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$OUT/logs"
+export BENCH_LOG_DIR="$OUT/logs"
+PORT="${BENCH_PORT:-8200}"
+echo "results: $OUT"
+
+if [ ! -f "$CKPT/hf/model.safetensors" ] || [ ! -f "$CKPT/original/model.safetensors" ]; then
+    "$PY" bench/make_checkpoint.py "$CKPT" "${MAKE_FLAGS[@]}" || exit 1
+fi
+
+measure_machine() {
+    {
+        echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+        echo "cores=$(nproc)"
+        echo "memory_gib=$(awk '/MemTotal/ {printf "%.1f", $2 / 1048576}' /proc/meminfo)"
+        echo "flags=$(grep -m1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16|amx_tile' | tr '\n' ' ')"
+        echo "kernel=$(uname -r)"
+        echo "python=$("$PY" -c 'import platform; print(platform.python_version())')"
+    } >"$OUT/machine.txt"
+    "$PY" bench/measure_bandwidth.py --json >"$OUT/bandwidth.json"
+    cat "$OUT/machine.txt" "$OUT/bandwidth.json"
+}
+
+port_free() {  # port_free PORT: true when nothing listens on it
+    [ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]
+}
+
+stop_server() {  # stop_server PID PORT: TERM the process group, then KILL after 30 s
+    local pid="$1" port="$2" waited=0
+    kill -TERM -- -"$pid" 2>/dev/null
+    while kill -0 -- -"$pid" 2>/dev/null && [ "$waited" -lt 30 ]; do
+        sleep 1; waited=$((waited + 1))
+    done
+    kill -KILL -- -"$pid" 2>/dev/null
+    sleep 1
+    if port_free "$port"; then
+        echo "stopped=yes" >>"$OUT/$name.start"
+    else
+        echo "stopped=port $port still in use" >>"$OUT/$name.start"
+        echo "WARNING: port $port still in use after stopping $name" >&2
+    fi
+}
+
+start_command() {  # start_command NAME PORT: the peer script and its arguments
+    case "$1" in
+        glm-api) echo bench/peers/glm_api.sh "$CKPT/original" "$2" ;;
+        glm-api-int8) echo bench/peers/glm_api.sh "$CKPT/original" "$2" --quantize int8 ;;
+        original-api) echo bench/peers/original_api.sh "$CKPT/hf" "$2" ;;
+        transformers-serve) echo bench/peers/transformers_serve.sh "$CKPT/hf" "$2" ;;
+        vllm-cpu) echo bench/peers/vllm_cpu.sh "$CKPT/hf" "$2" ;;
+        *) return 1 ;;
+    esac
+}
+
+not_started() {  # not_started NAME EXIT_CODE MESSAGE: recorded, so the report lists it
+    echo "exit_code=$2" >"$OUT/$1.start"
+    echo "$3" >"$OUT/$1.start.err"
+    echo "$1 not started: $3" >&2
+}
+
+run_server() {  # run_server NAME PORT
+    name="$1"
+    local port="$2" cmd rc pid model extras=()
+    if ! cmd="$(start_command "$name" "$port")"; then
+        not_started "$name" 2 "unknown server name $name"
+        return
+    fi
+    if ! port_free "$port"; then
+        not_started "$name" 5 "port $port is already in use"
+        return
+    fi
+    echo "== $name: $cmd"
+    # shellcheck disable=SC2086  # cmd is word-split on purpose (paths have no spaces)
+    bash $cmd >"$OUT/$name.start" 2>"$OUT/$name.start.err"
+    rc=$?
+    echo "exit_code=$rc" >>"$OUT/$name.start"
+    echo "command=$cmd" >>"$OUT/$name.start"
+    if [ "$rc" != 0 ]; then
+        echo "$name did not start (exit $rc): $(tail -n 3 "$OUT/$name.start.err")" >&2
+        return
+    fi
+    pid="$(sed -n 's/^pid=//p' "$OUT/$name.start")"
+    model="$(sed -n 's/^model=//p' "$OUT/$name.start")"
+    # transformers serve answers 422 to fields it does not know (ignore_eos, min_tokens);
+    # random weights almost never sample an end id, so replies still run to max_tokens
+    [ "$name" = transformers-serve ] && extras=(--no-extras)
+    # one short request first: lazy initialisation (compilation, first allocations) is
+    # start-up, not serving
+    "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" --concurrency 1 \
+        --prompt-tokens 8 --max-tokens 4 --requests 1 --max-seconds 300 "${extras[@]}" \
+        >"$OUT/$name.warmup.txt" 2>&1
+    for level in 1 16; do
+        local requests="$REQUESTS_C1"
+        [ "$level" = 16 ] && requests="$REQUESTS_C16"
+        "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" \
+            --concurrency "$level" --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" \
+            --requests "$requests" --max-seconds "$MAX_SECONDS" --json "${extras[@]}" \
+            >"$OUT/$name.c$level.json" 2>"$OUT/$name.c$level.err"
+        echo "   concurrency $level: exit $? ($(tr -d '\n ' <"$OUT/$name.c$level.json" | grep -o '"output_tokens_per_s":[0-9.]*'))"
+    done
+    stop_server "$pid" "$port"
+}
+
+measure_machine
+cat >"$OUT/settings.txt" <<EOF
+checkpoint=$CKPT
+prompt_tokens=$PROMPT_TOKENS
+max_tokens=$MAX_TOKENS
+requests_c1=$REQUESTS_C1
+requests_c16=$REQUESTS_C16
+quick=$QUICK
+servers=$SERVERS
+date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+commit=$(git describe --always --dirty 2>/dev/null)
+EOF
+IFS=',' read -r -a names <<<"$SERVERS"
+for name in "${names[@]}"; do
+    run_server "$name" "$PORT"
+    PORT=$((PORT + 1))  # a fresh port each: a slow-dying server cannot collide with the next
+done
+if [ "$REPORT" = 1 ]; then
+    report="docs/benchmarks.md"
+    [ "$QUICK" = 1 ] || [ "$TINY" = 1 ] && report="$OUT/benchmarks.md"  # never overwrite the real one
+    "$PY" bench/write_report.py "$OUT" --output "$report" && echo "wrote $report"
+fi

