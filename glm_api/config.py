@@ -49,6 +49,9 @@ class EngineConfig:
     max_queue_len: int = 256  # waiting requests beyond this are refused (server busy)
     kv_cache_memory_gb: float | None = None  # None -> a share of free memory
     seed: int = 0
+    #: a request's float32 output does not depend on what else is in the batch (costs some
+    #: single-stream speed on a CPU; see glm_api/models/packed.py)
+    batch_invariant: bool = True
     served_model_name: str | None = None
     prefix_checkpoint: str | None = None  # P-tuning v2 prefix_encoder weights
     extra: dict[str, str] = field(default_factory=dict)
@@ -72,6 +75,7 @@ class ServerSettings(BaseSettings):
     max_num_batched_tokens: int = 256
     max_queue_len: int = 256
     kv_cache_memory_gb: float | None = None
+    batch_invariant: bool = True
     prefix_checkpoint: str | None = None
     #: "PATH_OR_ID" or "NAME=PATH_OR_ID"; the first is the default; empty -> built-in MiniLM
     embedding_model: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -100,6 +104,7 @@ class ServerSettings(BaseSettings):
             max_num_batched_tokens=self.max_num_batched_tokens,
             max_queue_len=self.max_queue_len,
             kv_cache_memory_gb=self.kv_cache_memory_gb,
+            batch_invariant=self.batch_invariant,
             served_model_name=self.served_model_name,
             prefix_checkpoint=self.prefix_checkpoint,
         )
