@@ -71,9 +71,19 @@ def test_concurrent_requests_all_finish(client: openai.OpenAI) -> None:
         assert list(pool.map(ask, range(8))) == [8] * 8
 
 
-def test_embeddings(client: openai.OpenAI) -> None:
-    result = client.embeddings.create(model="all-MiniLM-L6-v2", input=["hello", "world"])
-    assert [len(d.embedding) for d in result.data] == [384, 384]
+def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
+    texts = ["How do I bake bread?", "a simple bread recipe", "stock market news"]
+    result = client.embeddings.create(
+        model="all-MiniLM-L6-v2", input=texts, encoding_format="float"
+    )
+    vectors = [d.embedding for d in result.data]
+    assert [len(v) for v in vectors] == [384, 384, 384]
+    assert result.usage.prompt_tokens > len(texts)
+    dot = [sum(a * b for a, b in zip(vectors[0], v, strict=True)) for v in vectors[1:]]
+    assert dot[0] > dot[1]  # unit vectors: bread is closer to bread than to stocks
+    packed = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts)  # base64 on the wire
+    for plain, encoded in zip(vectors, packed.data, strict=True):
+        assert max(abs(a - b) for a, b in zip(plain, encoded.embedding, strict=True)) < 1e-6
 
 
 def test_legacy_chat_and_stream(server_url: str) -> None:
