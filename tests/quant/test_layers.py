@@ -50,7 +50,7 @@ def test_weight_bytes_shrink(mode: Quantize, max_ratio: float) -> None:
 
 @pytest.mark.parametrize(("mode", "max_error"), [(Quantize.INT8, 0.02), (Quantize.INT4, 0.06)])
 def test_mlp_stack_close_to_float(mode: Quantize, max_error: float) -> None:
-    # measured: INT8 0.6%, INT4 3.3%
+    # measured on an AVX2 EPYC: INT8 1.1% (7-bit activations), INT4 3.3%
     model = residual_mlp()
     x = inputs()
     with torch.no_grad():
@@ -59,7 +59,7 @@ def test_mlp_stack_close_to_float(mode: Quantize, max_error: float) -> None:
 
 @pytest.mark.parametrize(("mode", "max_error"), [(Quantize.INT8, 0.02), (Quantize.INT4, 0.06)])
 def test_tiny_glm_logits_close_to_float(mode: Quantize, max_error: float) -> None:
-    # measured: INT8 0.06%, INT4 0.5% (see tiny_glm for why the embeddings are std 1)
+    # measured: INT8 0.09%, INT4 0.5% (see tiny_glm for why the embeddings are std 1)
     model = tiny_glm()
     ids = [3, 17, 42, 99, 5, 250, 7, 64, 128, 1]
     small = copy.deepcopy(model)
@@ -107,7 +107,7 @@ def test_int8_is_exact_integer_arithmetic() -> None:
     reference = x.double() @ weight.t() + layer.bias.double()
     dequantized = fallback._forward_dequantized(x) + fallback.bias
     assert torch.allclose(dequantized.double(), reference, rtol=1e-5, atol=1e-5)
-    assert relative_error(got, reference) <= 0.01  # per-row int8 activations
+    assert relative_error(got, reference) <= 0.02  # per-row 7-bit activations: 1.4% measured
 
 
 @pytest.mark.parametrize("mode", MODES)
