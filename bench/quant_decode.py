@@ -2,8 +2,10 @@
 
 A GLM-4-architecture model (default: hidden 1024, 24 layers, 8 heads, 2 KV heads, head_dim
 128, intermediate 2816, vocab 151552: 0.59B parameters) is built in memory with random
-weights; each row quantizes its decoder layers as the loader does (`quantize_linears_` per
-layer), "+ out" also the output layer. Each sequence prefills a short prompt, then
+weights; each row prepares its weights as the loader does: "float32" reorders every linear
+for oneDNN once (`pack_linears_`, what `serve` does on a CPU), "float32 (sgemm)" keeps plain
+`nn.Linear` (MKL), the int rows quantize the decoder layers one by one (`quantize_linears_`),
+"+ out" also the output layer. Each sequence prefills a short prompt, then
 `--steps` decode steps run at batch 1 and batch 8; tokens/s = batch * steps / seconds.
 
     python -m bench.quant_decode                     # the full 0.6B table (minutes)
@@ -21,11 +23,13 @@ from glm_api.config import Quantize
 from glm_api.models.attention import AttentionBatch, LayerCache
 from glm_api.models.config import GLMConfig
 from glm_api.models.glm import GLMForCausalLM
+from glm_api.models.packed import pack_linears_
 from glm_api.quant import quantize_linears_, weight_bytes
 
 PROMPT_LEN = 16
 ROWS = {
-    "float32": (Quantize.NONE, False),
+    "float32": (Quantize.NONE, True),
+    "float32 (sgemm)": (Quantize.NONE, False),
     "int8": (Quantize.INT8, False),
     "int8 + out": (Quantize.INT8, True),
     "int4": (Quantize.INT4, False),
@@ -63,7 +67,9 @@ def build(num_layers: int, mode: Quantize, with_output: bool) -> GLMForCausalLM:
     for name, param in model.named_parameters():
         if "layers." not in name:
             param.normal_(0.0, 0.02, generator=generator)
-    if with_output:
+    if mode == Quantize.NONE and with_output:
+        pack_linears_(model)  # as the loader does for float32 on a CPU (batch invariant)
+    elif with_output:
         quantize_linears_(model.transformer, mode, cpu)  # what is left: the output layer
     return model
 

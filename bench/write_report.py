@@ -4,7 +4,7 @@
 
 Reads what run_all.sh leaves there: machine.txt, bandwidth.json, settings.txt, and per
 server NAME.start (key=value lines from its peer script, with exit_code), NAME.start.err,
-NAME.c1.json and NAME.c16.json (`glm-api bench --json`). Writes the machine, each server's
+NAME.c1.json and NAME.c16.json (`glm-api bench --json`), and quant.md (bench/quant_decode.py). Writes the machine, each server's
 version and status (a server that failed to start is listed with its exit code and error),
 the results per server and concurrency, the GLM API / peer ratios, and the physical bounds
 computed from the checkpoint's weight sizes and the measured bandwidth. No measuring here.
@@ -272,8 +272,28 @@ def build_report(results: Path) -> str:
         "",
         *ttft_lines(data, settings, prefill_s),
         "",
+        *quant_lines(results),
     ]
     return "\n".join(out)
+
+
+def quant_lines(results: Path) -> list[str]:
+    """The table of bench/quant_decode.py (quant.md), when the run made one."""
+    path = results / "quant.md"
+    table = path.read_text().strip() if path.is_file() else ""
+    if not table:
+        return []
+    return [
+        "## Weight quantization (engine only, no server)",
+        "",
+        "`bench/quant_decode.py`: the same architecture built in memory with random weights, "
+        "each row prepared as the loader prepares it; decode tokens/s at batch 1 and 8 after a "
+        "16-token prompt; MiB is the weight memory held (`+ out`: the output layer quantized "
+        "too).",
+        "",
+        table,
+        "",
+    ]
 
 
 def main() -> None:
