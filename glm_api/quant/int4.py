@@ -3,10 +3,13 @@
 Both hold 4-bit codes two per byte and compute with float activations. On CPU they run
 `aten._weight_int4pack_mm_for_cpu` (bfloat16 activations, group-wise scale and zero; one
 fixed reduction order per row, so batch invariant: tested); the kernel needs
-`out % 16 == 0`, else (and on other devices) the weight is dequantized per call and a float
-matmul runs. The kernel's packed copy is made on the first CPU forward and the plain codes
-are then freed; `state_dict()` recovers them exactly by multiplying the packed weight with an
-identity matrix (codes 0..15 are exact in bfloat16).
+`out % 16 == 0`. On CUDA they run PyTorch's tinygemm kernel `aten._weight_int4pack_mm`
+(bfloat16, the same scale-and-zero layout; it needs an Ampere or newer GPU, `out % 8 == 0`
+and `in % 32 == 0`). A kernel's first use on a layer is checked against the dequantized
+weight; where there is no kernel, or it fails that check, the weight is dequantized per call
+and a float matmul runs. The kernel's packed copy is made on the first forward and the plain
+codes are then freed; `state_dict()` recovers them exactly by multiplying the packed weight
+with an identity matrix (codes 0..15 are exact in bfloat16).
 
 `Int4Linear` state dict: `weight` uint8 `(out, in / 2)` (low nibble = even input column),
 `weight_scale` and `weight_zero` bfloat16 `(out, in / group_size)`;
@@ -27,6 +30,15 @@ from torch import nn
 _KERNEL_GROUPS = (256, 128, 64, 32)
 
 
+def _int4_mm(
+    rows: torch.Tensor, packed: torch.Tensor, group: int, scale_zero: torch.Tensor
+) -> torch.Tensor:
+    """bfloat16 `(M, in)` x a packed int4 weight -> `(M, out)`, with the device's kernel."""
+    if packed.device.type == "cpu":
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(rows, packed, group, scale_zero)
+    return torch.ops.aten._weight_int4pack_mm(rows, packed, group, scale_zero)
+
+
 class _Int4Base(nn.Module):
     """Kernel packing and the forward shared by both layouts."""
 
@@ -41,6 +53,7 @@ class _Int4Base(nn.Module):
         self.out_features = out_features
         self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
         self._packed: tuple[torch.Tensor, torch.Tensor, int] | None = None
+        self._no_kernel = False  # a device kernel failed its first-use check: dequantize
 
     # The layouts supply these three.
     def _codes(self) -> torch.Tensor:
@@ -64,35 +77,64 @@ class _Int4Base(nn.Module):
         weight = codes * scale.float().repeat_interleave(group, 1)
         return (weight + zero.float().repeat_interleave(group, 1)).to(dtype)
 
-    def _can_pack(self) -> bool:
-        has_kernel = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")  # torch >= 2.6
-        return (
-            has_kernel and self.out_features % 16 == 0 and self._scale_zero()[2] in _KERNEL_GROUPS
-        )
+    def _can_pack(self, device: torch.device) -> bool:
+        group = self._scale_zero()[2]
+        if self._no_kernel or group not in _KERNEL_GROUPS:
+            return False
+        if device.type == "cpu":  # torch >= 2.6
+            return hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu") and (
+                self.out_features % 16 == 0
+            )
+        if device.type == "cuda":
+            return (
+                hasattr(torch.ops.aten, "_weight_int4pack_mm")
+                and torch.cuda.get_device_capability(device)[0] >= 8
+                and self.out_features % 8 == 0
+                and self.in_features % 32 == 0
+            )
+        return False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, in)
-        if x.device.type == "cpu" and (self._packed is not None or self._can_pack()):
-            if self._packed is None:
-                self._pack()
-            assert self._packed is not None
+        if self._packed is None and self._can_pack(x.device):
+            self._pack(x.device)
+        if self._packed is not None:
             packed, scale_zero, group = self._packed
-            out = torch.ops.aten._weight_int4pack_mm_for_cpu(
-                rows.to(torch.bfloat16), packed, group, scale_zero
-            )
+            out = _int4_mm(rows.to(torch.bfloat16), packed, group, scale_zero)
         else:
             out = F.linear(rows, self._dequantized(x.dtype))
         if self.bias is not None:
             out = out + self.bias.to(out.dtype)
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
-    def _pack(self) -> None:
+    def _pack(self, device: torch.device) -> None:
         scale, zero, group = self._scale_zero()
-        packed = torch._convert_weight_to_int4pack_for_cpu(self._codes(), 1)
-        # (in / g, out, 2): the kernel's scale-and-zero layout
+        codes = self._codes()  # (out, in) int32
+        if device.type == "cpu":
+            packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+        else:  # tinygemm takes (out, in / 2) uint8, the even column in the high nibble
+            nibbles = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8)
+            inner_k_tiles = next(t for t in (8, 4, 2) if self.in_features % (16 * t) == 0)
+            packed = torch._convert_weight_to_int4pack(nibbles, inner_k_tiles)
+        # (in / g, out, 2): the kernels' scale-and-zero layout
         scale_zero = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous()
-        self._packed = (packed, scale_zero.to(torch.bfloat16), group)
-        self.weight = torch.empty(0, dtype=self.weight.dtype)
+        candidate = (packed, scale_zero.to(torch.bfloat16), group)
+        if device.type != "cpu" and not self._kernel_agrees(candidate):
+            self._no_kernel = True  # the CPU kernel is tested; a device kernel is checked
+            return
+        self._packed = candidate
+        self.weight = torch.empty(0, dtype=self.weight.dtype, device=self.weight.device)
+
+    def _kernel_agrees(self, candidate: tuple[torch.Tensor, torch.Tensor, int]) -> bool:
+        """The kernel on a few random rows against the dequantized weight (bfloat16)."""
+        packed, scale_zero, group = candidate
+        generator = torch.Generator(device=self.weight.device).manual_seed(0)
+        probe = torch.randn(4, self.in_features, generator=generator, device=self.weight.device).to(
+            torch.bfloat16
+        )  # (4, in)
+        expected = F.linear(probe.float(), self._dequantized(torch.float32))
+        got = _int4_mm(probe, packed, group, scale_zero).float()
+        return bool((got - expected).norm() <= 0.02 * expected.norm())
 
     def _unpacked_codes(self) -> torch.Tensor:
         """Read the codes back out of the kernel's layout: identity @ w^T with s = 1, z = 8."""
@@ -101,10 +143,9 @@ class _Int4Base(nn.Module):
         ones = torch.stack(
             [torch.ones_like(scale_zero[..., 0]), torch.full_like(scale_zero[..., 0], 8.0)], -1
         )
-        eye = torch.eye(self.in_features, dtype=torch.bfloat16)
+        eye = torch.eye(self.in_features, dtype=torch.bfloat16, device=packed.device)
         chunks = [
-            torch.ops.aten._weight_int4pack_mm_for_cpu(eye[i : i + 256], packed, group, ones)
-            for i in range(0, self.in_features, 256)
+            _int4_mm(eye[i : i + 256], packed, group, ones) for i in range(0, self.in_features, 256)
         ]
         return torch.cat(chunks).t().to(torch.int32)  # (out, in)
 

@@ -12,7 +12,10 @@ on an AVX2 EPYC: errors of 20% of the output) and never for 7-bit ones (2 x 127 
 fbgemm computes its activation scale over the whole tensor, so one constant row (64 and -63s)
 is put in front of every call to pin that scale to exactly 1 and the zero point to 63; the
 integer rows then pass through unchanged. Without fbgemm, `torch._int_mm` does the same sums
-(exact too, but 15-50x slower than fbgemm on the CPU, measured). Other devices dequantize the weight and run a float matmul (memory saving only).
+(exact too, but 15-50x slower than fbgemm on the CPU, measured). Other devices run PyTorch's weight-only kernel `aten._weight_int8pack_mm` (float activations,
+int8 weight, per-channel scales) where the device has it and it agrees with the dequantized
+weight on its first use; else the weight is dequantized per call and a float matmul runs
+(a memory saving only).
 The fbgemm weight is packed on the first CPU forward and the plain int8 copy is then freed;
 `state_dict()` unpacks it again. Not here: choosing layers (swap.py), files (checkpoint.py).
 """
@@ -62,6 +65,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
         self._packed: Any = None  # fbgemm LinearPackedParams once packed (CPU only)
         self._pin: torch.Tensor | None = None  # (1, in): fixes fbgemm's activation scale to 1
+        self._has_device_kernel: bool | None = None  # non-CPU: decided on the first forward
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, device: torch.device) -> Int8Linear:
@@ -85,7 +89,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, in)
         if x.device.type != "cpu":
-            out = self._forward_dequantized(rows)
+            out = self._forward_device(rows)
         elif _has_fbgemm():
             out = self._forward_fbgemm(rows)
         else:
@@ -97,6 +101,29 @@ class Int8Linear(nn.Module):
     def _forward_dequantized(self, rows: torch.Tensor) -> torch.Tensor:
         weight = self.weight.to(rows.dtype) * self.weight_scale[:, None].to(rows.dtype)
         return F.linear(rows, weight)  # (M, out)
+
+    def _forward_device(self, rows: torch.Tensor) -> torch.Tensor:
+        if self._has_device_kernel is None:
+            self._has_device_kernel = self._device_kernel_agrees(rows.dtype)
+        if self._has_device_kernel:
+            scale = self.weight_scale.to(rows.dtype)
+            return torch.ops.aten._weight_int8pack_mm(rows, self.weight, scale)  # (M, out)
+        return self._forward_dequantized(rows)
+
+    def _device_kernel_agrees(self, dtype: torch.dtype) -> bool:
+        """Whether the device runs `_weight_int8pack_mm`, and gives the dequantized result."""
+        if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
+            return False
+        device = self.weight.device
+        generator = torch.Generator(device=device).manual_seed(0)
+        probe = torch.randn(4, self.in_features, generator=generator, device=device).to(dtype)
+        try:
+            scale = self.weight_scale.to(dtype)
+            got = torch.ops.aten._weight_int8pack_mm(probe, self.weight, scale).float()
+        except (RuntimeError, NotImplementedError):  # no kernel for this device or dtype
+            return False
+        expected = self._forward_dequantized(probe.float())
+        return bool((got - expected).norm() <= 0.02 * expected.norm())
 
     def _forward_fbgemm(self, rows: torch.Tensor) -> torch.Tensor:
         if self._packed is None:
@@ -155,4 +182,5 @@ class Int8Linear(nn.Module):
 
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         self._unpack()  # moving or casting works on the plain int8 weight
+        self._has_device_kernel = None
         return super()._apply(fn, recurse)
