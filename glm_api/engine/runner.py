@@ -110,7 +110,8 @@ class Runner:
             return self._shared_generator
         generator = self._generators.get(request.request_id)
         if generator is None:
-            generator = torch.Generator(device=self.device).manual_seed(seed)
+            # any int seeds (n > 1 adds the choice's index): torch takes [0, 2^64)
+            generator = torch.Generator(device=self.device).manual_seed(seed % 2**64)
             self._generators[request.request_id] = generator
         return generator
 

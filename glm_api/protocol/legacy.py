@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from glm_api.engine.request import SamplingParams
 from glm_api.protocol.openai import ChatMessageParam
@@ -30,10 +30,14 @@ class LegacyChatRequest(BaseModel):
     top_p: float = Field(default=0.7, gt=0.0, le=1.0)
     temperature: float = Field(default=0.95, ge=0.0, le=2.0)
 
-    @field_validator("history", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _none_is_empty(cls, value: Any) -> Any:
-        return [] if value is None else value
+    def _none_is_default(cls, data: Any) -> Any:
+        """`null` knobs take their defaults, as the original `max_length or 2048` did."""
+        if not isinstance(data, dict):
+            return data
+        knobs = ("history", "max_length", "top_p", "temperature")
+        return {k: v for k, v in data.items() if not (k in knobs and v is None)}
 
     @field_validator("history")
     @classmethod

@@ -10,10 +10,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from glm_api.engine.errors import InvalidRequestError
 from glm_api.engine.protocol import EngineClient
 from glm_api.engine.request import RequestOutput, SamplingParams
-from glm_api.formats.base import ChatMessage, ToolCall
+from glm_api.formats.base import ChatFormat, ChatMessage, ToolCall
 from glm_api.protocol.openai import (
     ChatChoiceLogprobs,
     ChatCompletionChoice,
@@ -82,6 +84,16 @@ class _Reply:
     logprobs: ChatChoiceLogprobs | None
 
 
+def render_chat(
+    fmt: ChatFormat, messages: Sequence[ChatMessageParam], tools: list[dict[str, Any]] | None = None
+) -> list[int]:
+    """The chat prompt ids; what the generation cannot express is the client's error (400)."""
+    try:
+        return fmt.chat_prompt(to_chat_messages(messages), tools)
+    except ValueError as error:  # e.g. tools for ChatGLM2, a tool call that is not JSON
+        raise InvalidRequestError(str(error), param="messages") from error
+
+
 class ChatService:
     def __init__(self, engine: EngineClient, models: ServedModels):
         self.engine = engine
@@ -90,7 +102,7 @@ class ChatService:
     def _prepare(self, request: ChatCompletionRequest, response_id: str) -> _Job:
         self.models.check_chat(request.model)
         tools = request.active_tools()
-        prompt_ids = self.engine.format.chat_prompt(to_chat_messages(request.messages), tools)
+        prompt_ids = render_chat(self.engine.format, request.messages, tools)
         params = request.to_sampling_params(self.engine.generation_defaults)
         params.max_tokens = fit_max_tokens(self.engine, len(prompt_ids), params.max_tokens)
         return _Job(request, response_id, prompt_ids, params, tools is not None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from glm_api.engine.errors import InvalidRequestError
 from glm_api.engine.protocol import EngineClient
 from glm_api.protocol.legacy import TokenizeRequest, TokenizeResponse
-from glm_api.serving.chat import to_chat_messages
+from glm_api.serving.chat import render_chat
 
 
 class TokenizeService:
@@ -20,7 +20,7 @@ class TokenizeService:
     def tokenize(self, request: TokenizeRequest) -> TokenizeResponse:
         fmt = self.engine.format
         if request.messages is not None:
-            ids = fmt.chat_prompt(to_chat_messages(request.messages))
+            ids = render_chat(fmt, request.messages)
             pieces = [fmt.id_to_piece(i) for i in ids]
         elif request.prompt is not None:
             ids = fmt.encode(request.prompt, add_special_tokens=True)

@@ -98,6 +98,9 @@ def test_chatglm_6b_api_root(client: TestClient, engine: FakeEngine) -> None:
     assert engine.calls[0].params.max_tokens == 60 - len(engine.calls[0].prompt_ids)
 
 
-def test_chatglm_6b_api_accepts_null_history(client: TestClient) -> None:
-    body = client.post("/", json={"prompt": "Hi", "history": None}).json()
+def test_chatglm_6b_api_takes_null_as_the_default(client: TestClient, engine: FakeEngine) -> None:
+    nulls = {"history": None, "max_length": None, "top_p": None, "temperature": None}
+    body = client.post("/", json={"prompt": "Hi", **nulls}).json()  # api.py: `x or default`
     assert body["history"] == [["Hi", "Hello world!"]]
+    params = engine.calls[0].params
+    assert (params.top_p, params.temperature) == (0.7, 0.95)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import struct
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from glm_api.config import ServerSettings
 from glm_api.engine.errors import ServerBusyError
+from glm_api.formats import load_format
+from glm_api.http.app import build_app
 from glm_api.protocol.openai import ChatCompletionResponse, ChatCompletionStreamResponse
 from glm_api.protocol.openai_misc import CompletionResponse, EmbeddingResponse, ModelList
-from tests.fakes import FakeEngine
+from tests.fakes import FakeEmbeddingClient, FakeEngine
 from tests.http.helpers import MODEL, assert_error, sse_data, sse_json
 
 USER = [{"role": "user", "content": "Hi"}]
@@ -118,6 +122,7 @@ def test_validation_errors_are_400_in_openai_shape(client: TestClient) -> None:
         ({"model": MODEL, "messages": USER, "temperature": "hot"}, "temperature"),
         ({"model": MODEL, "messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
         ({"messages": USER}, "model"),
+        ({"model": MODEL, "messages": USER, "seed": 2**63}, "seed"),
     ]
     for body, param in bad:
         assert_error(client.post("/v1/chat/completions", json=body), 400, param=param)
@@ -186,3 +191,24 @@ def test_unexpected_exception_is_500_in_shape(client: TestClient, engine: FakeEn
 
 def test_unknown_route_is_404_in_shape(client: TestClient) -> None:
     assert_error(client.get("/v1/nothing-here"), 404)
+
+
+def test_what_a_generation_cannot_express_is_400(assets: Path) -> None:
+    # ChatGLM2 has no roles for tools; a reply may not be last; a call's arguments are JSON
+    chatglm2 = FakeEngine(format=load_format(assets / "tokenizers" / "chatglm2-6b"))
+    chatglm3 = FakeEngine(format=load_format(assets / "tokenizers" / "chatglm3-6b"))
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[1]"}}
+    cases = [
+        (chatglm2, {"messages": USER, "tools": [tool]}),
+        (chatglm2, {"messages": [*USER, {"role": "assistant", "content": "Hi"}]}),
+        (chatglm3, {"messages": [*USER, {"role": "assistant", "tool_calls": [call]}]}),
+    ]
+    for engine, body in cases:
+        app = build_app(ServerSettings(), engine, FakeEmbeddingClient(), MODEL)
+        with TestClient(app) as client:
+            response = client.post("/v1/chat/completions", json={"model": MODEL, **body})
+            assert_error(response, 400, param="messages")
+            if "tools" not in body:  # /tokenize renders the same messages
+                assert_error(client.post("/tokenize", json={"messages": body["messages"]}), 400)
+            assert not engine.calls
