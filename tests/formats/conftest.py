@@ -31,7 +31,6 @@ def formats(assets: Path) -> dict[str, ChatFormat]:
 @pytest.fixture(scope="session")
 def hf_tokenizer_json(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tokenizer.json made from glm-4-9b-chat's tokenizer.model, once per session."""
-    pytest.importorskip("transformers")
     from glm_api.formats.glm4_hf import write_tokenizer_json
 
     out = tmp_path_factory.mktemp("glm4-tokenizer-json")

@@ -6,13 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers  # a test dependency: parity with it is the point
 
 from glm_api.config import EngineConfig
 from glm_api.models.loader import load_weights
 from tests.helpers.checkpoints import write_checkpoint
 from tests.models.model_steps import make_caches, run_batch, run_steps
-
-transformers = pytest.importorskip("transformers")
 
 PROMPT = [151331, 151333, 151336, 9703, 3837, 151337]
 DECODE = [1046, 99, 151329]

@@ -126,3 +126,39 @@ def test_metrics_show_batching(server_url: str) -> None:
         "glm_api_kv_cache_usage_ratio",
     ):
         assert name in text
+
+
+def test_legacy_embedding_and_tokenize_shapes(server_url: str) -> None:
+    texts = {"prompt": ["How do I bake bread?", "stock market news"]}
+    reply = httpx.post(server_url + "/embedding", json=texts, timeout=60).json()
+    assert set(reply) == {"data", "model", "object"}
+    assert (reply["model"], reply["object"]) == ("all-MiniLM-L6-v2", "embedding")
+    assert [len(v) for v in reply["data"]] == [384, 384]
+    assert all(abs(sum(x * x for x in v) - 1.0) < 1e-4 for v in reply["data"])  # normalised
+    body = {"prompt": "hello", "max_length": 3}
+    tokens = httpx.post(server_url + "/tokenize", json=body, timeout=60).json()
+    assert set(tokens) == {"tokenIds", "tokens", "model", "object"}
+    assert len(tokens["tokenIds"]) == 3 and tokens["object"] == "tokenizer"
+
+
+def test_embedding_burst_beside_a_chat_stream(client: openai.OpenAI) -> None:
+    def stream() -> int:
+        chunks = client.chat.completions.create(
+            model="glm-demo",
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=24,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+        usage = [c.usage for c in chunks if c.usage is not None]
+        return usage[-1].completion_tokens
+
+    def embed(i: int) -> int:
+        inputs = [f"sentence {i} {j}" for j in range(4)]
+        return len(client.embeddings.create(model="all-MiniLM-L6-v2", input=inputs).data)
+
+    with ThreadPoolExecutor(max_workers=9) as pool:
+        chat = pool.submit(stream)
+        assert list(pool.map(embed, range(8))) == [4] * 8
+        assert chat.result(timeout=120) == 24
