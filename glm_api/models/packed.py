@@ -1,21 +1,18 @@
-"""Float32 linears on the CPU through oneDNN, with each weight reordered once at load.
+"""Float32 linears on the CPU with each weight reordered once at load: our kernel or oneDNN.
 
-PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm. On the machine we measure on (AMD
-EPYC, Zen 5, 2 cores, torch 2.13) oneDNN's kernels over a weight reordered once are much
-faster; the linears of one decode step of the 0.6B GLM-4 benchmark model took:
+PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, which is slow for the few rows of
+a decode step and gives a row different bits for different row counts. So every float32
+`nn.Linear` is swapped at load for a `PackedLinear`, which holds its weight in a kernel's
+layout and runs
 
-| rows | MKL sgemm | oneDNN, reordered weight |
-| ---: | ---: | ---: |
-| 1 | 92 ms | 58 ms |
-| 16 | 178 ms | 77 ms |
-| 128 | 794 ms | 357 ms |
-
-They also make batch invariance exact: oneDNN runs one kernel for a single row and another
-for two or more, and with two or more rows a row's result is bit-identical whatever the other
-rows are (measured up to 512 rows; MKL's sgemm gives different bits for different row counts).
-So with `pad_single_row` a single row is computed as two. That costs single-stream speed (all
-linears of the 0.6B model for one row: 37.5 ms with the one-row kernel, 63 ms as two rows),
-so it is only done where a row can have neighbours (an engine batching several requests).
+- our kernel (cpu_gemm.c, built on first use where the CPU has AVX2/FMA and a C compiler is
+  found): the fastest at every row count we measured (see cpu_gemm.py), and a row's bits are
+  the same for any number of rows, including one;
+- else oneDNN over a weight in its own format. oneDNN runs one kernel for a single row and
+  another for two or more, and with two or more rows a row's result is bit-identical
+  whatever the other rows are (measured up to 512 rows). So with `pad_single_row` a single
+  row is computed as two, which costs single-stream speed (2.2x on the linears of the 0.6B
+  model on an AVX2 EPYC); it is only done where a row can have neighbours.
 
 Quantized layers (glm_api/quant) and other devices do not come here.
 """
@@ -27,13 +24,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from glm_api.models import cpu_gemm
+
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and dtype == torch.float32 and torch.backends.mkldnn.is_available()
 
 
 class PackedLinear(nn.Module):
-    """`nn.Linear` whose weight lives in oneDNN's format; its state dict stays the plain one."""
+    """`nn.Linear` whose weight lives in a kernel's layout; its state dict stays the plain one."""
 
     def __init__(self, linear: nn.Linear, pad_single_row: bool = True) -> None:
         super().__init__()
@@ -41,13 +40,21 @@ class PackedLinear(nn.Module):
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         weight = linear.weight.detach()
-        # (out_features, in_features) in oneDNN's layout; not a parameter, never trained
+        self.uses_cpu_gemm = cpu_gemm.load() is not None
+        # ours: (ceil(out / 16), in, 16) panels; oneDNN: (out, in) in its own format.
+        # Not parameters (never trained), not persistent (the state dict is the plain weight).
         self.packed_weight: torch.Tensor
-        self.register_buffer("packed_weight", weight.to_mkldnn(), persistent=False)
+        packed = cpu_gemm.to_panels(weight) if self.uses_cpu_gemm else weight.to_mkldnn()
+        self.register_buffer("packed_weight", packed, persistent=False)
         self.bias = linear.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (num_rows, in_features)
+        library = cpu_gemm.load() if self.uses_cpu_gemm else None
+        if library is not None:
+            bias = None if self.bias is None else self.bias.detach().float().contiguous()
+            out = cpu_gemm.linear(library, rows, self.packed_weight, self.out_features, bias)
+            return out.reshape(*x.shape[:-1], self.out_features)
         num_rows = rows.shape[0]
         if num_rows == 1 and self.pad_single_row:  # the bits a row gets among others
             rows = torch.cat([rows, rows])
@@ -56,13 +63,20 @@ class PackedLinear(nn.Module):
         )  # (num_rows, out_features)
         return out[:num_rows].reshape(*x.shape[:-1], self.out_features)
 
+    def plain_weight(self) -> torch.Tensor:
+        """The `(out, in)` float32 weight, as the checkpoint held it."""
+        if self.uses_cpu_gemm:
+            return cpu_gemm.from_panels(self.packed_weight, self.out_features)
+        return self.packed_weight.to_dense()
+
     def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
-        destination[prefix + "weight"] = self.packed_weight.to_dense()
+        destination[prefix + "weight"] = self.plain_weight()
         if self.bias is not None:
             destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN"
+        kernel = "cpu_gemm" if self.uses_cpu_gemm else "oneDNN"
+        return f"in_features={self.in_features}, out_features={self.out_features}, {kernel}"
 
 
 def pack_linears_(model: nn.Module, pad_single_row: bool = True) -> int:

@@ -1,11 +1,18 @@
-"""PackedLinear: the same function as nn.Linear, bit-identical rows whatever the batch."""
+"""PackedLinear: the same function as nn.Linear, bit-identical rows whatever the batch.
+
+Every test runs on both kernels: ours (cpu_gemm.c, built here on first use) and oneDNN.
+"""
 
 from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
 
 import pytest
 import torch
 from torch import nn
 
+from glm_api.models import cpu_gemm
 from glm_api.models.packed import PackedLinear, can_pack, pack_linears_
 
 pytestmark = pytest.mark.skipif(
@@ -13,14 +20,29 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_packed_linear_matches_linear_and_keeps_the_plain_state_dict() -> None:
+@pytest.fixture(params=["cpu_gemm", "onednn"])
+def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    if request.param == "onednn":
+        monkeypatch.setattr(cpu_gemm, "load", lambda: None)
+    yield request.param
+
+
+def test_our_kernel_builds_where_the_cpu_and_a_compiler_allow() -> None:
+    if not cpu_gemm._has_avx2() or not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no AVX2 or no C compiler: oneDNN serves float32 here")
+    assert cpu_gemm.load() is not None
+    assert PackedLinear(nn.Linear(8, 8)).uses_cpu_gemm
+
+
+def test_packed_linear_matches_linear_and_keeps_the_plain_state_dict(kernel: str) -> None:
     torch.manual_seed(0)
-    linear = nn.Linear(96, 160)
+    linear = nn.Linear(96, 150)  # 150 outputs: not a whole number of 16-output panels
     state = {k: v.clone() for k, v in linear.state_dict().items()}
     packed = PackedLinear(linear)
+    assert packed.uses_cpu_gemm == (kernel == "cpu_gemm")
     x = torch.randn(3, 5, 96)  # (batch, seq, in_features)
     out = packed(x)
-    assert out.shape == (3, 5, 160)
+    assert out.shape == (3, 5, 150)
     torch.testing.assert_close(out, linear(x), atol=1e-5, rtol=1e-5)
     saved = packed.state_dict()
     assert set(saved) == {"weight", "bias"}
@@ -30,16 +52,36 @@ def test_packed_linear_matches_linear_and_keeps_the_plain_state_dict() -> None:
 
 
 @pytest.mark.parametrize("shape", [(256, 64), (64, 256), (1000, 128)])
-def test_a_rows_bits_do_not_depend_on_the_other_rows(shape: tuple[int, int]) -> None:
+def test_a_rows_bits_do_not_depend_on_the_other_rows(kernel: str, shape: tuple[int, int]) -> None:
     torch.manual_seed(1)
-    packed = PackedLinear(nn.Linear(shape[1], shape[0], bias=False))
+    packed = PackedLinear(nn.Linear(shape[1], shape[0]))
     rows = torch.randn(64, shape[1])
     full = packed(rows)
-    for num_rows in (1, 2, 3, 7, 16, 33):
+    sizes = (1, 2, 3, 7, 16, 33) if kernel == "cpu_gemm" else (2, 3, 7, 16, 33)
+    for num_rows in sizes:  # oneDNN pads a single row to two (below)
         assert torch.equal(packed(rows[:num_rows]), full[:num_rows]), num_rows
+    assert torch.equal(packed(rows[5:12]), full[5:12])
+    assert torch.equal(packed(rows[:1]), full[:1])  # pad_single_row (on by default)
 
 
-def test_pack_linears_leaves_a_tied_output_layer_alone() -> None:
+def test_our_kernel_gives_the_same_bits_on_any_number_of_threads() -> None:
+    if cpu_gemm.load() is None:
+        pytest.skip("cpu_gemm cannot run here")
+    torch.manual_seed(3)
+    packed = PackedLinear(nn.Linear(256, 320))
+    rows = torch.randn(9, 256)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = packed(rows)
+        torch.set_num_threads(2)
+        two = packed(rows)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_pack_linears_leaves_a_tied_output_layer_alone(kernel: str) -> None:
     model = nn.ModuleDict(
         {"embed": nn.Embedding(10, 8), "proj": nn.Linear(8, 8), "out": nn.Linear(8, 10)}
     )
@@ -48,7 +90,7 @@ def test_pack_linears_leaves_a_tied_output_layer_alone() -> None:
     assert isinstance(model["proj"], PackedLinear) and type(model["out"]) is nn.Linear
 
 
-def test_without_padding_a_single_row_takes_the_one_row_kernel_and_stays_close() -> None:
+def test_without_padding_a_single_row_stays_close(kernel: str) -> None:
     torch.manual_seed(2)
     linear = nn.Linear(128, 512)
     padded, single = PackedLinear(linear, True), PackedLinear(linear, False)

@@ -1,0 +1,75 @@
+/* Float32 linear layers on x86 CPUs with AVX2 and FMA: out = x @ w^T (+ bias).
+ *
+ * Built and loaded by cpu_gemm.py. The weight is stored once in panels of 16 outputs,
+ * panel[p][k][j] = w[16 p + j][k] (N padded to a multiple of 16), so one decode step streams
+ * each weight byte from memory exactly once, whatever the number of rows.
+ *
+ * Every output is ONE chain of fused multiply-adds over k = 0 .. K-1, in order, and no other
+ * arithmetic touches it but the bias add: a row's result is bit-identical whether it is
+ * computed alone, among 15 others or in a 256-row prefill chunk, and whatever the number of
+ * threads (a panel belongs to one thread). Rows are processed 6 at a time against a panel
+ * held in cache: 12 accumulators, 2 weight vectors and 1 broadcast fill the 16 ymm
+ * registers, and each weight vector loaded feeds 6 FMAs.
+ */
+#include <immintrin.h>
+#include <stdint.h>
+
+#define PANEL 16
+#define TILE 6
+
+#define ROW(r)                                                                        \
+    do {                                                                              \
+        __m256 v = _mm256_broadcast_ss(x##r + k);                                      \
+        lo##r = _mm256_fmadd_ps(v, w0, lo##r);                                         \
+        hi##r = _mm256_fmadd_ps(v, w1, hi##r);                                         \
+    } while (0)
+
+static void tile(const float *x, int64_t K, int rows, const float *panel, float *out,
+                 int64_t ldo, int valid, const float *bias) {
+    __m256 lo0 = _mm256_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, lo4 = lo0, lo5 = lo0;
+    __m256 hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0;
+    const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K,
+                *x5 = x + 5 * K;
+    if (rows == TILE) {
+        for (int64_t k = 0; k < K; k++) {
+            __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);
+            __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);
+            ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5);
+        }
+    } else {
+        for (int64_t k = 0; k < K; k++) {
+            __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);
+            __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);
+            ROW(0);
+            if (rows > 1) ROW(1);
+            if (rows > 2) ROW(2);
+            if (rows > 3) ROW(3);
+            if (rows > 4) ROW(4);
+        }
+    }
+    __m256 lo[TILE] = {lo0, lo1, lo2, lo3, lo4, lo5};
+    __m256 hi[TILE] = {hi0, hi1, hi2, hi3, hi4, hi5};
+    float row[PANEL];
+    for (int r = 0; r < rows; r++) {
+        _mm256_storeu_ps(row, lo[r]);
+        _mm256_storeu_ps(row + 8, hi[r]);
+        float *o = out + r * ldo;
+        for (int j = 0; j < valid; j++) o[j] = bias ? row[j] + bias[j] : row[j];
+    }
+}
+
+/* x (M, K) row-major, panels (ceil(N / 16), K, 16), bias (N) or NULL, out (M, N). */
+void glm_linear_f32(const float *x, int64_t M, int64_t K, const float *panels, int64_t N,
+                    const float *bias, float *out, int num_threads) {
+    int64_t num_panels = (N + PANEL - 1) / PANEL;
+#pragma omp parallel for schedule(static) num_threads(num_threads)
+    for (int64_t p = 0; p < num_panels; p++) {
+        int64_t n0 = p * PANEL;
+        int valid = (int)(N - n0 < PANEL ? N - n0 : PANEL);
+        for (int64_t m = 0; m < M; m += TILE) {
+            int rows = (int)(M - m < TILE ? M - m : TILE);
+            tile(x + m * K, K, rows, panels + p * K * PANEL, out + m * N + n0, N, valid,
+                 bias ? bias + n0 : 0);
+        }
+    }
+}
