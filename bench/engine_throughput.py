@@ -17,9 +17,9 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP threads
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # before torch: as `glm-api` runs (cli.py)
 
-from glm_api.config import DType, EngineConfig  # noqa: E402
+from glm_api.config import DType, EngineConfig, Quantize  # noqa: E402
 from glm_api.engine.async_engine import AsyncEngine  # noqa: E402
 from glm_api.engine.request import SamplingParams  # noqa: E402
 from glm_api.models.loader import load_model  # noqa: E402
@@ -38,6 +38,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--dtype", choices=[d.value for d in DType], default="auto")
+    parser.add_argument("--quantize", choices=[q.value for q in Quantize], default="none")
+    parser.add_argument("--batch-invariant", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
     return parser.parse_args()
@@ -70,6 +72,8 @@ async def run(args: argparse.Namespace) -> None:
     config = EngineConfig(
         model=args.model,
         dtype=DType(args.dtype),
+        quantize=Quantize(args.quantize),
+        batch_invariant=args.batch_invariant,
         threads=args.threads,
         max_num_seqs=args.max_num_seqs,
         max_model_len=args.max_model_len,
