@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # before torch: as `glm-api` runs (cli.py)
+os.environ.setdefault("GOMP_SPINCOUNT", "3000000")  # before torch: as `glm-api` runs (cli.py)
 
 from glm_api.config import DType, EngineConfig, Quantize  # noqa: E402
 from glm_api.engine.async_engine import AsyncEngine  # noqa: E402

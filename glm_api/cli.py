@@ -169,7 +169,10 @@ COMMANDS = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("GOMP_SPINCOUNT", "10000")  # spin a few microseconds, then sleep
+    # before torch loads OpenMP: workers spin a few ms between a step's parallel regions, then
+    # sleep (a 0.6B decode step on 2 cores: 81 ms at 3M spins, 102 ms at 10k: every op of a
+    # step then pays a futex wake-up; measured through the server, bench/run_all.sh)
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000000")
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
