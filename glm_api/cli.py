@@ -41,7 +41,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="a request's output never depends on its batch neighbours (default on; off: "
-        "faster single stream on a CPU)",
+        "faster single stream where oneDNN serves float32)",
     )
     p.add_argument("--prefix-checkpoint", help="P-tuning v2 prefix_encoder weights")
     p.add_argument(
