@@ -23,21 +23,26 @@ per-row `torch._int_mm` 0.34 ms (kept as the fallback when fbgemm is missing),
 `_weight_int8pack_mm` 0.35 ms with bfloat16 activations and 15.7 ms with float32, one
 fbgemm call per row 0.42 ms. INT4 runs `_weight_int4pack_mm_for_cpu` (float32 activations:
 4 ms, so bfloat16); group 128 is 30% faster than 32 at M=1 but its error is 10% instead of 8%
-per random-gaussian layer, so the default group is 32. CUDA and other devices dequantize the
-weight per call and run a float matmul: the memory saving without a fast kernel (not measured
-here: no GPU on this machine).
+per random-gaussian layer, so the default group is 32. On CPUs without VNNI (AVX2) fbgemm
+sums u8 x s8 pairs in int16, which saturates for 8-bit activations, so activations are 7-bit
+(int8.py). CUDA runs PyTorch's tinygemm INT4 kernel and `_weight_int8pack_mm` where the
+device has them, each checked once against the dequantized weight; else the weight is
+dequantized per call (not measured: no GPU on the development machines).
 
-Whole-model decode (bench/quant_decode.py: GLM-4 shapes, 0.58B parameters, 1 thread because
-other jobs held the cores; "+ out" also quantizes the 151552 x 1024 output layer, which is
-a third of the weights and, in float32, most of the decode time):
+Whole-model decode (bench/quant_decode.py: GLM-4 shapes, 0.58B parameters, 2 threads on
+the AVX2 EPYC of docs/benchmarks.md; "+ out" also quantizes the 151552 x 1024 output layer,
+which is a third of the weights; float32 is as served, through cpu_gemm.c):
 
 | weights    | MiB  | batch 1 tok/s | batch 8 tok/s |
 |------------|------|---------------|---------------|
-| float32    | 2216 | 11.3          | 37.7          |
-| int8       | 1443 | 21.8          | 75.4          |
-| int8 + out | 1000 | 47.1          | 198.5         |
-| int4       | 1346 | 21.9          | 50.3          |
-| int4 + out | 846  | 34.8          | 76.9          |
+| float32    | 2216 | 11.8          | 58.8          |
+| int8       | 1443 | 15.3          | 40.6          |
+| int8 + out | 1000 | 20.2          | 103.0         |
+| int4       | 1346 | 13.4          | 34.4          |
+| int4 + out | 846  | 18.3          | 45.0          |
+
+`--quantize int8|int4` quantizes the output layer to INT8 too (the "+ out" rows); the
+embedding table stays float (one row is read per token).
 """
 
 from __future__ import annotations
