@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glm_api.quant.probe import kernel_agrees
+
 _KERNEL_GROUPS = (256, 128, 64, 32)
 
 
@@ -126,15 +128,16 @@ class _Int4Base(nn.Module):
         self.weight = torch.empty(0, dtype=self.weight.dtype, device=self.weight.device)
 
     def _kernel_agrees(self, candidate: tuple[torch.Tensor, torch.Tensor, int]) -> bool:
-        """The kernel on a few random rows against the dequantized weight (bfloat16)."""
+        """The kernel (bfloat16 activations) against the dequantized weight (probe.py)."""
         packed, scale_zero, group = candidate
-        generator = torch.Generator(device=self.weight.device).manual_seed(0)
-        probe = torch.randn(4, self.in_features, generator=generator, device=self.weight.device).to(
-            torch.bfloat16
-        )  # (4, in)
-        expected = F.linear(probe.float(), self._dequantized(torch.float32))
-        got = _int4_mm(probe, packed, group, scale_zero).float()
-        return bool((got - expected).norm() <= 0.02 * expected.norm())
+        weight = self._dequantized(torch.float32)  # (out, in)
+        return kernel_agrees(
+            lambda probe: _int4_mm(probe, packed, group, scale_zero),
+            lambda probe: F.linear(probe, weight),
+            self.in_features,
+            self.weight.device,
+            torch.bfloat16,
+        )
 
     def _unpacked_codes(self) -> torch.Tensor:
         """Read the codes back out of the kernel's layout: identity @ w^T with s = 1, z = 8."""

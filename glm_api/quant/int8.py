@@ -12,10 +12,11 @@ on an AVX2 EPYC: errors of 20% of the output) and never for 7-bit ones (2 x 127 
 fbgemm computes its activation scale over the whole tensor, so one constant row (64 and -63s)
 is put in front of every call to pin that scale to exactly 1 and the zero point to 63; the
 integer rows then pass through unchanged. Without fbgemm, `torch._int_mm` does the same sums
-(exact too, but 15-50x slower than fbgemm on the CPU, measured). Other devices run PyTorch's weight-only kernel `aten._weight_int8pack_mm` (float activations,
-int8 weight, per-channel scales) where the device has it and it agrees with the dequantized
-weight on its first use; else the weight is dequantized per call and a float matmul runs
-(a memory saving only).
+(exact too, but 15-50x slower than fbgemm on the CPU, measured). Other devices run PyTorch's
+weight-only kernel `aten._weight_int8pack_mm` (float activations, int8 weight, per-channel
+scales) where the device has it and it agrees with the dequantized weight on its first use
+(probe.py); else the weight is dequantized per call and a float matmul runs (a memory saving
+only).
 The fbgemm weight is packed on the first CPU forward and the plain int8 copy is then freed;
 `state_dict()` unpacks it again. Not here: choosing layers (swap.py), files (checkpoint.py).
 """
@@ -28,6 +29,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from glm_api.quant.probe import kernel_agrees
 
 _MIN_SCALE = 1e-12
 _ACT_LEVELS = 63  # activation codes in [-63, 63]: 7 bits, safe from fbgemm's int16 saturation
@@ -114,16 +117,14 @@ class Int8Linear(nn.Module):
         """Whether the device runs `_weight_int8pack_mm`, and gives the dequantized result."""
         if not hasattr(torch.ops.aten, "_weight_int8pack_mm"):
             return False
-        device = self.weight.device
-        generator = torch.Generator(device=device).manual_seed(0)
-        probe = torch.randn(4, self.in_features, generator=generator, device=device).to(dtype)
-        try:
-            scale = self.weight_scale.to(dtype)
-            got = torch.ops.aten._weight_int8pack_mm(probe, self.weight, scale).float()
-        except (RuntimeError, NotImplementedError):  # no kernel for this device or dtype
-            return False
-        expected = self._forward_dequantized(probe.float())
-        return bool((got - expected).norm() <= 0.02 * expected.norm())
+        scale = self.weight_scale.to(dtype)
+        return kernel_agrees(
+            lambda probe: torch.ops.aten._weight_int8pack_mm(probe, self.weight, scale),
+            self._forward_dequantized,
+            self.in_features,
+            self.weight.device,
+            dtype,
+        )
 
     def _forward_fbgemm(self, rows: torch.Tensor) -> torch.Tensor:
         if self._packed is None:
