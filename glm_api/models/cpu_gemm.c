@@ -30,6 +30,7 @@ static void tile(const float *x, int64_t K, int rows, const float *panel, float 
     __m256 hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0;
     const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K,
                 *x5 = x + 5 * K;
+    /* a full tile without per-k branches; the partial tile (the last rows) tests its rows */
     if (rows == TILE) {
         for (int64_t k = 0; k < K; k++) {
             __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);

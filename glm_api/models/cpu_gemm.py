@@ -112,7 +112,8 @@ def linear(
     bias: torch.Tensor | None,
 ) -> torch.Tensor:
     """`(M, K)` float32 rows -> `(M, N)`; every row computed the same way for any M."""
-    rows = rows.contiguous()
+    rows = rows.contiguous()  # raw pointers below: no-ops for the contiguous tensors we get
+    bias = bias.contiguous() if bias is not None else None
     out = torch.empty(rows.shape[0], num_out, dtype=torch.float32)  # (M, N)
     library.glm_linear_f32(
         rows.data_ptr(),

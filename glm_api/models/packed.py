@@ -52,8 +52,7 @@ class PackedLinear(nn.Module):
         rows = x.reshape(-1, self.in_features)  # (num_rows, in_features)
         library = cpu_gemm.load() if self.uses_cpu_gemm else None
         if library is not None:
-            bias = None if self.bias is None else self.bias.detach().float().contiguous()
-            out = cpu_gemm.linear(library, rows, self.packed_weight, self.out_features, bias)
+            out = cpu_gemm.linear(library, rows, self.packed_weight, self.out_features, self.bias)
             return out.reshape(*x.shape[:-1], self.out_features)
         num_rows = rows.shape[0]
         if num_rows == 1 and self.pad_single_row:  # the bits a row gets among others
