@@ -6,15 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from glm_api.cli import _flags_to_settings, build_parser
 from glm_api.config import Quantize, ServerSettings
-from tests.server.conftest import free_port
+from tests.server.conftest import free_port, wait_healthy
 
 
 def settings_of(*argv: str) -> ServerSettings:
@@ -66,16 +64,7 @@ def test_serve_starts_says_what_it_loaded_and_stops(tmp_path: Path) -> None:
     with log.open("w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "glm-api serve did not become ready"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
+        wait_healthy(f"http://127.0.0.1:{port}", lambda: proc.poll() is None, "glm-api serve")
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=60) in (0, 130)

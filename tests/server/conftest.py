@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -21,6 +21,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, is_running: Callable[[], bool], what: str = "server") -> None:
+    """Poll `url`/health until 200, failing if the server stops or 120 s pass."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert is_running(), f"{what} stopped before it was ready"
+        assert time.monotonic() < deadline, f"{what} did not become ready"
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+
+
 def run_server(settings: ServerSettings) -> Iterator[str]:
     """Serve `settings` in a thread until the caller is done; yields the base URL."""
     port = free_port()
@@ -30,15 +44,7 @@ def run_server(settings: ServerSettings) -> Iterator[str]:
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not become ready"
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    wait_healthy(url, thread.is_alive)
     try:
         yield url
     finally:
