@@ -11,8 +11,8 @@ engine keeps serving the others. On a CPU, idle OpenMP threads spin against the 
 (measured: 3.3x slower decode on 2 cores) unless told otherwise before torch is imported:
 `glm-api` sets `GOMP_SPINCOUNT=3000000` (spin a few milliseconds, then sleep: within a step
 the workers stay awake between parallel regions, an idle server's threads sleep; shorter
-spins made every op of a step pay a wake-up: 25% slower decode). The engine cannot: torch is already loaded here, so
-a program embedding it sets the variable itself.
+spins made every op of a step pay a wake-up: 25% slower decode). The engine cannot: torch
+is already loaded here, so a program embedding it sets the variable itself.
 
 Request validation and parameter defaults live in admission.py, per-request queues and
 detokenisation in streams.py / stopping.py; this module owns the thread and the lock.
