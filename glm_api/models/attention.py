@@ -11,10 +11,12 @@ layer computes around the attention (the model files).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+
+from glm_api.models import cpu_attention
 
 
 @dataclass(slots=True)
@@ -32,10 +34,30 @@ class AttentionBatch:
     cached_lens: list[int]
     #: ChatGLM-6B (v1): prompt tokens before `<sop>` that see each other both ways; else 0
     bidirectional_lens: list[int]
+    #: the decode rows for the CPU kernel, made by the first layer that asks (then reused)
+    _decode_rows: cpu_attention.DecodeRows | None = field(default=None, repr=False)
 
     @property
     def num_seqs(self) -> int:
         return len(self.slot_ids)
+
+    def decode_rows(self, num_prefix: int) -> cpu_attention.DecodeRows:
+        """Sequences whose one new token attends to everything before it (no mask needed)."""
+        if self._decode_rows is None:
+            seqs = [
+                i
+                for i in range(self.num_seqs)
+                if self.query_lens[i] == 1 and self.cached_lens[i] >= self.bidirectional_lens[i]
+            ]
+            self._decode_rows = cpu_attention.DecodeRows(
+                seqs=seqs,
+                rows=torch.tensor([self.query_starts[i] for i in seqs], dtype=torch.long),
+                slots=torch.tensor([self.slot_ids[i] for i in seqs], dtype=torch.long),
+                lengths=torch.tensor(
+                    [num_prefix + self.cached_lens[i] for i in seqs], dtype=torch.long
+                ),
+            )
+        return self._decode_rows
 
 
 @dataclass(slots=True)
@@ -71,19 +93,30 @@ def attend(
     scale: float,
     num_prefix: int = 0,
 ) -> torch.Tensor:
-    """Write this step's keys/values into the cache and attend, one sequence at a time.
+    """Write this step's keys/values into the cache and attend, each sequence on its own.
 
     query `(num_tokens, num_heads, head_dim)`, key/value `(num_tokens, num_kv_heads, head_dim)`;
     returns `(num_tokens, num_heads, head_dim)`. `num_prefix` cache rows at the start of every
     slot hold P-tuning v2 prefix keys/values, visible to every token.
 
-    One sequence at a time keeps each request's arithmetic independent of its neighbours
-    (batch invariance) and reads each slot in place.
+    Each request's arithmetic is independent of its neighbours (batch invariance) and reads
+    its slot in place. On the CPU in float32, the decode rows of the step go to our kernel in
+    one call (cpu_attention.py); the rest, and every other device, one SDPA call a sequence.
     """
-    out = torch.empty_like(query)
+    out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     num_heads, num_kv_heads = query.shape[1], key.shape[1]
     use_gqa = num_heads != num_kv_heads
-    for i in range(batch.num_seqs):
+    remaining: range | list[int] = range(batch.num_seqs)
+    library = cpu_attention.load() if query.device.type == "cpu" else None
+    if library is not None and cpu_attention.supports(query, key, value, cache):
+        plan = batch.decode_rows(num_prefix)
+        if plan.seqs:
+            cpu_attention.decode_attention(
+                library, query, key, value, cache.keys, cache.values, plan, scale, out
+            )
+            done = set(plan.seqs)
+            remaining = [i for i in remaining if i not in done]
+    for i in remaining:
         start, num_new = batch.query_starts[i], batch.query_lens[i]
         slot, num_cached = batch.slot_ids[i], batch.cached_lens[i]
         lo = num_prefix + num_cached

@@ -12,81 +12,23 @@ the 0.6B GLM-4 benchmark model took (ms, 2 threads; oneDNN over a weight reorder
 and, unlike oneDNN (one kernel for one row, another for two or more), every row's result is
 bit-identical for any number of rows, so batch invariance costs a single stream nothing.
 
-The C file ships inside the package. `load()` compiles it on first use into the user's
-cache (`$GLM_API_CACHE_DIR`, else `~/.cache/glm_api`), keyed by a hash of the source and
-flags, and loads it with ctypes (calls release the GIL). Where there is no AVX2/FMA, no
-compiler, or the build fails, `load()` returns None and the caller keeps oneDNN.
-It links the OpenMP runtime torch already loaded (same soname), so `--threads` holds.
+The kernel is built and loaded with the others by cpu_kernels.py.
 """
 
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import logging
-import os
-import shutil
-import subprocess
-import tempfile
-from functools import cache
-from pathlib import Path
 
 import torch
 
-log = logging.getLogger("glm_api.models")
+from glm_api.models import cpu_kernels
 
-SOURCE = Path(__file__).with_name("cpu_gemm.c")
-FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
 PANEL = 16  # outputs per weight panel (cpu_gemm.c)
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("GLM_API_CACHE_DIR") or Path.home() / ".cache" / "glm_api"
-    return Path(root) / "kernels"
-
-
-def _has_avx2() -> bool:
-    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-
-
-def _build(compiler: str, target: Path) -> bool:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        built = Path(tmp) / target.name
-        command = [compiler, *FLAGS, str(SOURCE), "-o", str(built)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            log.info("cpu_gemm.c did not build (%s): %s", compiler, result.stderr.strip()[-300:])
-            return False
-        os.replace(built, target)  # atomic: a concurrent loader sees all of it or nothing
-    return True
-
-
-@cache
 def load() -> ctypes.CDLL | None:
-    """The built kernel library, or None where it cannot run here (the caller falls back)."""
-    if os.environ.get("GLM_API_CPU_GEMM", "1") == "0" or not _has_avx2():
-        return None
-    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        log.info("no C compiler found: float32 linears run on oneDNN")
-        return None
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"cpu_gemm-{digest}.so"
-    try:
-        if not target.is_file() and not _build(compiler, target):
-            return None
-        library = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as error:
-        log.info("cpu_gemm unavailable (%s): float32 linears run on oneDNN", error)
-        return None
-    function = library.glm_linear_f32
-    function.restype = None
-    function.argtypes = [
-        ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-    ]  # fmt: skip
-    return library
+    """The kernel library for linears, or None where it cannot run (callers keep oneDNN)."""
+    return cpu_kernels.load()
 
 
 def to_panels(weight: torch.Tensor) -> torch.Tensor:

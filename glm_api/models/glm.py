@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glm_api.models import cpu_ops
 from glm_api.models.attention import AttentionBatch, LayerCache, attend
 from glm_api.models.base import CacheSpec
 from glm_api.models.config import GLMConfig
@@ -95,10 +96,17 @@ class SelfAttention(nn.Module):
     ) -> torch.Tensor:
         q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
         qkv = self.query_key_value(hidden)  # (num_tokens, q_size + 2 * kv_size)
+        qkv = qkv.reshape(-1, q_size + 2 * kv_size)
+        # q's and k's heads lie side by side at the start of each row: one in-place pass
+        rotated = cpu_ops.rotate_interleaved_(
+            qkv, self.num_heads + self.num_kv_heads, self.head_dim, cos, sin
+        )
         q, k, v = qkv.split([q_size, kv_size, kv_size], dim=-1)
-        q = rotate_interleaved(q.view(-1, self.num_heads, self.head_dim), cos, sin)
-        k = rotate_interleaved(k.view(-1, self.num_kv_heads, self.head_dim), cos, sin)
-        v = v.reshape(-1, self.num_kv_heads, self.head_dim)
+        q = q.view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        if not rotated:
+            q, k = rotate_interleaved(q, cos, sin), rotate_interleaved(k, cos, sin)
+        v = v.view(-1, self.num_kv_heads, self.head_dim)
         out = attend(q, k, v, cache, batch, self.head_dim**-0.5, num_prefix)
         return self.dense(out.reshape(-1, q_size))  # (num_tokens, hidden)
 
@@ -111,7 +119,11 @@ class MLP(nn.Module):
         self.dense_4h_to_h = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        gate, up = self.dense_h_to_4h(hidden).chunk(2, dim=-1)  # (num_tokens, intermediate) each
+        gate_up = self.dense_h_to_4h(hidden)  # (num_tokens, 2 * intermediate)
+        fused = cpu_ops.silu_mul(gate_up)
+        if fused is not None:
+            return self.dense_4h_to_h(fused)
+        gate, up = gate_up.chunk(2, dim=-1)  # (num_tokens, intermediate) each
         return self.dense_4h_to_h(F.silu(gate) * up)
 
 
@@ -141,8 +153,8 @@ class GLMBlock(nn.Module):
         attn = self.self_attention(self.input_layernorm(hidden), cos, sin, batch, cache, num_prefix)
         if self.post_self_attn_layernorm is not None:
             attn = self.post_self_attn_layernorm(attn)
-        hidden = hidden + attn
-        mlp = self.mlp(self.post_attention_layernorm(hidden))
+        hidden, normed = self.post_attention_layernorm.add_forward(hidden, attn)
+        mlp = self.mlp(normed)
         if self.post_mlp_layernorm is not None:
             mlp = self.post_mlp_layernorm(mlp)
         return hidden + mlp

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from glm_api.models import cpu_ops
+
 
 class RMSNorm(nn.Module):
     """RMSNorm as ChatGLM2+ and transformers' GlmRMSNorm compute it (statistics in float32)."""
@@ -19,9 +21,22 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        fused = cpu_ops.rms_norm(hidden, self.weight, self.eps)
+        if fused is not None:
+            return fused
         x = hidden.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x.to(hidden.dtype)
+
+    def add_forward(
+        self, hidden: torch.Tensor, delta: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden + delta, this norm of it): the residual add and the next norm, fused."""
+        fused = cpu_ops.add_rms_norm(hidden, delta, self.weight, self.eps)
+        if fused is not None:
+            return fused
+        total = hidden + delta
+        return total, self(total)
 
 
 def rotary_cos_sin(

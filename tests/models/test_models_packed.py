@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from glm_api.models import cpu_gemm
+from glm_api.models import cpu_gemm, cpu_kernels
 from glm_api.models.packed import PackedLinear, can_pack, pack_linears_
 
 pytestmark = pytest.mark.skipif(
@@ -33,7 +33,7 @@ def kernel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> I
 def test_our_kernel_builds_where_the_cpu_and_a_compiler_allow() -> None:
     if os.environ.get("GLM_API_CPU_GEMM") == "0":
         pytest.skip("GLM_API_CPU_GEMM=0 turns our kernel off")
-    if not cpu_gemm._has_avx2() or not (shutil.which("cc") or shutil.which("gcc")):
+    if not cpu_kernels.has_avx2() or not (shutil.which("cc") or shutil.which("gcc")):
         pytest.skip("no AVX2 or no C compiler: oneDNN serves float32 here")
     assert cpu_gemm.load() is not None
     assert PackedLinear(nn.Linear(8, 8)).uses_cpu_gemm

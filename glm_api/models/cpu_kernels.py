@@ -1,0 +1,107 @@
+"""Our CPU kernels (cpu_gemm.c, cpu_attention.c, cpu_ops.c), built with the system C compiler.
+
+The C files ship inside the package. `load()` compiles them on first use into one library
+in the user's cache (`$GLM_API_CACHE_DIR`, else `~/.cache/glm_api`), keyed by a hash of the
+sources and flags, and loads it with ctypes (calls release the GIL). Where there is no
+AVX2/FMA, no compiler, or the build fails, `load()` returns None and callers keep PyTorch's
+own kernels. The library links the OpenMP runtime torch already loaded (same soname), so
+`--threads` holds. `GLM_API_CPU_GEMM=0` turns all of it off.
+
+What each kernel does, and why it is ours: cpu_gemm.py (linears), cpu_attention.py (decode
+attention over the slot cache), cpu_ops.py (RMSNorm, rotary embedding, SwiGLU).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from functools import cache
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("glm_api.models")
+
+_HERE = Path(__file__).parent
+SOURCES = tuple(_HERE / name for name in ("cpu_gemm.c", "cpu_attention.c", "cpu_ops.c"))
+HEADERS = (_HERE / "cpu_simd.h",)
+# no contraction of a * b + c into one FMA where the C says two operations: elementwise
+# code rounds as written, the kernels' FMAs are explicit intrinsics
+FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
+
+_P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+#: function name -> (result type, argument types)
+SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
+    # x, M, K, panels, N, bias, out, threads
+    "glm_linear_f32": (None, [_P, _I64, _I64, _P, _I64, _P, _P, _INT]),
+    # q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache, cache_len,
+    # rows, slots, lengths, num_seqs, num_heads, num_kv_heads, head_dim, scale, out, threads
+    # -> tasks left undone (no scratch memory)
+    "glm_decode_attention_f32": (_I64, [
+        _P, _I64, _P, _I64, _P, _I64, _P, _P, _I64,
+        _P, _P, _P, _I64, _I64, _I64, _I64, _F32, _P, _INT,
+    ]),
+    # x, weight, eps, rows, dim, out
+    "glm_rms_norm_f32": (None, [_P, _P, _F32, _I64, _I64, _P]),
+    # hidden, delta, weight, eps, rows, dim, sum, out
+    "glm_add_rms_norm_f32": (None, [_P, _P, _P, _F32, _I64, _I64, _P, _P]),
+    # x, rows, row_stride, num_heads, head_dim, half, cos, sin
+    "glm_rotary_interleaved_f32": (None, [_P, _I64, _I64, _I64, _I64, _I64, _P, _P]),
+    # gate_up, rows, inner, out
+    "glm_silu_mul_f32": (None, [_P, _I64, _I64, _P]),
+}  # fmt: skip
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("GLM_API_CACHE_DIR") or Path.home() / ".cache" / "glm_api"
+    return Path(root) / "kernels"
+
+
+def has_avx2() -> bool:
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def _build(compiler: str, target: Path) -> bool:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        command = [compiler, *FLAGS, *(str(s) for s in SOURCES), "-o", str(built), "-lm"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            log.info("CPU kernels did not build (%s): %s", compiler, result.stderr.strip()[-300:])
+            return False
+        os.replace(built, target)  # atomic: a concurrent loader sees all of it or nothing
+    return True
+
+
+@cache
+def load() -> ctypes.CDLL | None:
+    """The built kernel library, or None where it cannot run here (callers fall back)."""
+    if os.environ.get("GLM_API_CPU_GEMM", "1") == "0" or not has_avx2():
+        return None
+    compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        log.info("no C compiler found: CPU kernels are PyTorch's")
+        return None
+    digest = hashlib.sha256()
+    for source in SOURCES + HEADERS:
+        digest.update(source.read_bytes())
+    digest.update(" ".join(FLAGS).encode())
+    target = _cache_dir() / f"glm_kernels-{digest.hexdigest()[:16]}.so"
+    try:
+        if not target.is_file() and not _build(compiler, target):
+            return None
+        library = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as error:
+        log.info("CPU kernels unavailable (%s): PyTorch's serve", error)
+        return None
+    for name, (restype, argtypes) in SIGNATURES.items():
+        function = getattr(library, name)
+        function.restype = restype
+        function.argtypes = argtypes
+    return library

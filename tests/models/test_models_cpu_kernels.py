@@ -1,0 +1,143 @@
+"""Our C kernels for decode attention and the small ops: the same function as PyTorch's code.
+
+Attention is checked against the SDPA loop it replaces (attention.py with the kernel off),
+cache writes included; every kernel for batch invariance (a row's bits do not depend on
+the other rows or on the number of threads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from glm_api.models import cpu_attention, cpu_kernels, cpu_ops
+from glm_api.models.attention import AttentionBatch, LayerCache, attend
+from glm_api.models.layers import RMSNorm, rotary_cos_sin, rotate_interleaved
+
+pytestmark = pytest.mark.skipif(
+    cpu_kernels.load() is None, reason="no AVX2/FMA or no C compiler: PyTorch's code runs here"
+)
+
+HEADS, KV_HEADS, DIM, SLOTS, CACHE_LEN, PREFIX = 8, 2, 64, 5, 48, 3
+
+
+@pytest.fixture
+def threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _caches() -> tuple[LayerCache, LayerCache]:
+    torch.manual_seed(0)
+    shape = (SLOTS, KV_HEADS, CACHE_LEN, DIM)
+    keys, values = torch.randn(shape), torch.randn(shape)
+    return LayerCache(keys, values), LayerCache(keys.clone(), values.clone())
+
+
+def _step(
+    query_lens: list[int], cached: list[int], slots: list[int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, AttentionBatch]:
+    """q, k, v for one step, k and v as views into one fused row (as glm.py makes them)."""
+    num_tokens = sum(query_lens)
+    qkv = torch.randn(num_tokens, (HEADS + 2 * KV_HEADS) * DIM)
+    q, k, v = qkv.split([HEADS * DIM, KV_HEADS * DIM, KV_HEADS * DIM], dim=-1)
+    starts = [sum(query_lens[:i]) for i in range(len(query_lens))]
+    batch = AttentionBatch(slots, starts, query_lens, cached, [0] * len(slots))
+    return (
+        q.view(-1, HEADS, DIM),
+        k.view(-1, KV_HEADS, DIM),
+        v.view(-1, KV_HEADS, DIM),
+        batch,
+    )
+
+
+def _reference(monkeypatch: pytest.MonkeyPatch, args: tuple, cache: LayerCache) -> torch.Tensor:
+    q, k, v, batch = args
+    with monkeypatch.context() as patch:
+        patch.setattr(cpu_attention, "load", lambda: None)
+        fresh = AttentionBatch(*(list(x) for x in (batch.slot_ids, batch.query_starts,
+                               batch.query_lens, batch.cached_lens, batch.bidirectional_lens)))  # fmt: skip
+        return attend(q, k, v, cache, fresh, DIM**-0.5, PREFIX)
+
+
+def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ours, reference = _caches()
+    # four decode rows of different lengths (one with nothing cached) and a prefill chunk
+    args = _step([1, 1, 6, 1, 1], cached=[0, 17, 4, 44, 9], slots=[2, 0, 4, 1, 3])
+    q, k, v, batch = args
+    out = attend(q, k, v, ours, batch, DIM**-0.5, PREFIX)
+    assert batch.decode_rows(PREFIX).seqs == [0, 1, 3, 4]  # the kernel took these
+    expected = _reference(monkeypatch, args, reference)
+    assert out.shape == (10, HEADS, DIM)
+    torch.testing.assert_close(out, expected, atol=2e-6, rtol=1e-5)
+    assert torch.equal(ours.keys, reference.keys)
+    assert torch.equal(ours.values, reference.values)
+
+
+def test_a_decode_rows_bits_do_not_depend_on_the_batch_or_the_threads(threads: None) -> None:
+    cache, _ = _caches()
+    q, k, v, batch = _step([1, 1, 1, 1], cached=[30, 3, 12, 40], slots=[0, 1, 2, 3])
+    torch.set_num_threads(2)
+    together = attend(q, k, v, cache, batch, DIM**-0.5, PREFIX)
+    for i in range(4):
+        alone_batch = AttentionBatch([batch.slot_ids[i]], [0], [1], [batch.cached_lens[i]], [0])
+        torch.set_num_threads(1 + i % 2)
+        alone = attend(q[i : i + 1], k[i : i + 1], v[i : i + 1], cache, alone_batch, DIM**-0.5,
+                       PREFIX)  # fmt: skip
+        assert torch.equal(alone[0], together[i]), i
+
+
+def test_rms_norm_and_the_fused_residual_add_match_pytorch() -> None:
+    torch.manual_seed(1)
+    norm = RMSNorm(256, 1e-5)
+    norm.weight.data = torch.randn(256)
+    norm.weight.requires_grad_(False)  # as loaded for serving
+    x, delta = torch.randn(7, 256), torch.randn(7, 256)
+    expected = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5))
+    fused = cpu_ops.rms_norm(x, norm.weight, 1e-5)
+    assert fused is not None
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+    total, normed = norm.add_forward(x, delta)
+    assert torch.equal(total, x + delta)
+    torch.testing.assert_close(normed, cpu_ops.rms_norm(x + delta, norm.weight, 1e-5))
+    assert torch.equal(cpu_ops.rms_norm(x[2:3], norm.weight, 1e-5), fused[2:3])  # row alone
+    assert cpu_ops.rms_norm(x.double(), norm.weight, 1e-5) is None  # PyTorch's then
+
+
+def test_rotary_in_place_is_bit_identical_to_rotate_interleaved() -> None:
+    torch.manual_seed(2)
+    positions = torch.tensor([0, 5, 17, 300])
+    cos, sin = rotary_cos_sin(positions, DIM // 2, 10000.0, torch.float32)  # half the head
+    qkv = torch.randn(4, (HEADS + 2 * KV_HEADS) * DIM)
+    heads = qkv[:, : (HEADS + KV_HEADS) * DIM].reshape(4, HEADS + KV_HEADS, DIM)
+    expected = rotate_interleaved(heads, cos, sin)
+    untouched = qkv[:, (HEADS + KV_HEADS) * DIM :].clone()
+    assert cpu_ops.rotate_interleaved_(qkv, HEADS + KV_HEADS, DIM, cos, sin)
+    assert torch.equal(qkv[:, : (HEADS + KV_HEADS) * DIM].reshape(4, -1, DIM), expected)
+    assert torch.equal(qkv[:, (HEADS + KV_HEADS) * DIM :], untouched)  # v is not rotated
+
+
+def test_silu_mul_matches_pytorch() -> None:
+    torch.manual_seed(3)
+    gate_up = torch.randn(5, 2 * 200) * 6  # large magnitudes: both tails of the sigmoid
+    gate, up = gate_up.chunk(2, dim=-1)
+    fused = cpu_ops.silu_mul(gate_up)
+    assert fused is not None and fused.shape == (5, 200)
+    torch.testing.assert_close(fused, F.silu(gate) * up, atol=1e-5, rtol=1e-5)
+    assert torch.equal(cpu_ops.silu_mul(gate_up[1:2]), fused[1:2])
+
+
+def test_the_kernels_stay_out_of_autograd() -> None:
+    weight = torch.ones(16, requires_grad=True)
+    x = torch.randn(2, 16, requires_grad=True)
+    assert cpu_ops.rms_norm(x, weight, 1e-5) is None
+    assert cpu_ops.rms_norm(x.detach(), weight, 1e-5) is None  # the weight is tracked
+    assert cpu_ops.silu_mul(x) is None
+    with torch.no_grad():
+        assert cpu_ops.silu_mul(x) is not None
