@@ -6,8 +6,11 @@ Decoding one sequence reads every weight once per token, so tokens/s <= bandwidt
 bytes. Two numbers, best of --repeats each: `read` (a float32 sum over a --gb array: what a
 matrix-vector product does) and `copy` (read + write of the same array, counted as 2x bytes).
 Uses torch with all cores unless --threads is given. Prints GB/s (1e9 bytes per second).
-Also `matmul_gflops`: a float32 (16 x 1024) @ (1024 x 5632) product, the shape of a decode
-step at 16 sequences, for the compute bound on batched decode.
+Also `matmul_gflops`: a float32 (16 x 1024) @ (1024 x 5632) product through torch, the shape
+of a decode step at 16 sequences; and, where our CPU kernel builds (glm_api/models/cpu_gemm.c),
+`kernel_gflops_16` / `kernel_gflops_128`: its rate on 16 and 128 rows against a 1 MB weight
+that stays in cache, i.e. the arithmetic alone: the compute bound on batched decode and on
+prefill as GLM API runs them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import os
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch: no spinning OpenMP threads
+os.environ.setdefault("GOMP_SPINCOUNT", "3000000")  # before torch: as `glm-api` runs (cli.py)
 
 import torch  # noqa: E402
 
@@ -52,6 +55,29 @@ def measure(num_bytes: int, repeats: int) -> dict[str, float]:
     }
 
 
+def kernel_rates(repeats: int) -> dict[str, float]:
+    """Our kernel's GFLOP/s on 16 and 128 rows, weight in cache; {} where it cannot run."""
+    from glm_api.models import cpu_gemm
+
+    library = cpu_gemm.load()
+    if library is None:
+        return {}
+    num_in, num_out = 1024, 256  # 1 MB of float32 weights
+    panels = cpu_gemm.to_panels(torch.randn(num_out, num_in))
+    rates = {}
+    for rows in (16, 128):
+        x = torch.randn(rows, num_in)
+        num_calls = 4096 // rows
+        seconds = best_seconds(
+            lambda x=x, n=num_calls: [
+                cpu_gemm.linear(library, x, panels, num_out, None) for _ in range(n)
+            ],
+            repeats,
+        )
+        rates[f"kernel_gflops_{rows}"] = num_calls * 2 * rows * num_in * num_out / seconds / 1e9
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=1.0, help="array size in GB (default 1)")
@@ -62,12 +88,15 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = measure(int(args.gb * 1e9), args.repeats)
+    result.update(kernel_rates(args.repeats))
     if args.json:
         print(json.dumps(result))
         return
     print(
         f"read {result['read_gb_s']:.1f} GB/s, copy {result['copy_gb_s']:.1f} GB/s, "
-        f"matmul {result['matmul_gflops']:.0f} GFLOP/s "
+        f"matmul {result['matmul_gflops']:.0f} GFLOP/s, our kernel "
+        f"{result.get('kernel_gflops_16', float('nan')):.0f} (16 rows) / "
+        f"{result.get('kernel_gflops_128', float('nan')):.0f} (128 rows) GFLOP/s "
         f"({result['array_gb']:.2f} GB array, {int(result['threads'])} threads, "
         f"best of {args.repeats})"
     )

@@ -60,12 +60,14 @@ def bytes_per_token(shapes: dict[str, tuple[list[int], str]]) -> dict[str, float
     int8: matrices (the decoder's projections and lm_head) at 1 byte per weight plus one
     float32 scale per output row; norms and biases stay float32.
     """
-    num_params = num_read = int8_bytes = 0
+    num_params = num_read = int8_bytes = lm_head = 0
     for name, (shape, _) in shapes.items():
         count = 1
         for dim in shape:
             count *= dim
         num_params += count
+        if name.endswith("lm_head.weight"):
+            lm_head = count
         if name.endswith("embed_tokens.weight"):
             continue
         num_read += count
@@ -73,6 +75,8 @@ def bytes_per_token(shapes: dict[str, tuple[list[int], str]]) -> dict[str, float
     return {
         "num_params": num_params,
         "num_params_per_token": num_read,
+        #: what a prompt token costs: the output layer runs once per prompt, not per token
+        "num_params_per_prompt_token": num_read - lm_head,
         "float32": 4.0 * num_read,
         "int8": float(int8_bytes),
     }
@@ -160,7 +164,10 @@ def ratio_rows(data: dict[str, dict]) -> list[str]:
 
 
 def bound_lines(
-    per_token: dict[str, float], bandwidth: dict[str, float], data: dict[str, dict]
+    per_token: dict[str, float],
+    bandwidth: dict[str, float],
+    data: dict[str, dict],
+    request_shape: tuple[int, int],
 ) -> list[str]:
     read_bw = bandwidth.get("read_gb_s", float("nan")) * 1e9
     gflops = bandwidth.get("matmul_gflops", float("nan"))
@@ -174,18 +181,42 @@ def bound_lines(
     for label, key, name in (("float32", "float32", "glm-api"), ("int8", "int8", "glm-api-int8")):
         bound = read_bw / per_token[key]
         got = tok_s(data, name, 1)
-        share = f"; GLM API reaches {got:.1f} tok/s = {100 * got / bound:.0f}%" if got else ""
+        level = data.get(name, {}).get("levels", {}).get(1) or {}
+        share = ""
+        if got and level.get("itl_p50"):
+            decode = 1 / level["itl_p50"]
+            share = (
+                f"; GLM API decodes at {decode:.1f} tok/s (1 / ITL p50) = "
+                f"**{100 * decode / bound:.0f}%** of it ({got:.1f} tok/s with the prefill)"
+            )
         lines.append(
             f"- Single-stream bound, {label}: {bandwidth.get('read_gb_s', 0):.1f} GB/s / "
             f"{per_token[key] / 1e9:.2f} GB = **{bound:.1f} tok/s**{share}."
         )
+    rate, source = gflops, "torch matmul at the shape of a 16-sequence step"
+    if bandwidth.get("kernel_gflops_16"):
+        rate, source = bandwidth["kernel_gflops_16"], "our kernel on 16 rows, weights in cache"
     lines.append(
-        f"- Compute bound on batched decode: {gflops:.0f} GFLOP/s (float32 matmul at the shape "
-        f"of a 16-sequence step) / {flops_per_token / 1e9:.2f} GFLOP per token = "
-        f"**{gflops * 1e9 / flops_per_token:.0f} tok/s**, the most any concurrency can reach "
-        "in float32 (attention and the prompts' prefill, which costs the same FLOPs per prompt "
-        "token, come on top)."
+        f"- Compute bound on batched decode: {rate:.0f} GFLOP/s ({source}) / "
+        f"{flops_per_token / 1e9:.2f} GFLOP per token = "
+        f"**{rate * 1e9 / flops_per_token:.0f} tok/s** in float32, with the weights' memory "
+        "traffic, attention and the prompts' prefill left out."
     )
+    prompt, output = request_shape
+    prefill_rate = bandwidth.get("kernel_gflops_128") or rate
+    if prompt and output:
+        prefill = 2 * per_token["num_params_per_prompt_token"] * prompt  # FLOPs per request
+        decode = 2 * per_token["num_params_per_token"] * output
+        seconds = prefill / (prefill_rate * 1e9) + decode / (rate * 1e9)  # per request
+        got = tok_s(data, "glm-api", 16)
+        share = f"; GLM API reaches {got:.1f} = **{100 * got * seconds / output:.0f}%**"
+        lines.append(
+            f"- Compute bound with the prefill: a request ({prompt} prompt + {output} output "
+            f"tokens) is {prefill / 1e9:.0f} GFLOP of prefill at {prefill_rate:.0f} GFLOP/s "
+            f"(128 rows) and {decode / 1e9:.0f} GFLOP of decode at {rate:.0f}, so no float32 "
+            f"server streams more than **{output / seconds:.0f} output tok/s** here, at any "
+            f"concurrency{share if got else ''}."
+        )
     return lines
 
 
@@ -223,8 +254,10 @@ def build_report(results: Path) -> str:
     quick = settings.get("quick") == "1"
     # the chat template adds a few ids to the prompt words; the matmul rate is float32's
     num_prompt_ids = int(settings.get("prompt_tokens", "0") or 0)
-    prefill_flops = 2 * per_token["num_params_per_token"] * num_prompt_ids
-    prefill_s = prefill_flops / (bandwidth.get("matmul_gflops", float("nan")) * 1e9)
+    prefill_flops = 2 * per_token["num_params_per_prompt_token"] * num_prompt_ids
+    prefill_rate = bandwidth.get("kernel_gflops_128") or bandwidth.get("matmul_gflops")
+    prefill_s = prefill_flops / ((prefill_rate or float("nan")) * 1e9)
+    num_output_ids = int(settings.get("max_tokens", "0") or 0)
     out = ["# Benchmarks", ""]
     if quick:
         out += ["> **--quick run**: a check that every server runs, not a measurement.", ""]
@@ -238,12 +271,15 @@ def build_report(results: Path) -> str:
         "",
         "## Machine",
         "",
-        "| CPU | cores | memory | ISA | read GB/s | copy GB/s | matmul GFLOP/s |",
-        "|---|---|---|---|---|---|---|",
+        "| CPU | cores | memory | ISA | read GB/s | copy GB/s | matmul GFLOP/s "
+        "| our kernel GFLOP/s, 16 / 128 rows |",
+        "|---|---|---|---|---|---|---|---|",
         f"| {machine.get('cpu', '?')} | {machine.get('cores', '?')} "
         f"| {machine.get('memory_gib', '?')} GiB | {machine.get('flags', '')} "
         f"| {fmt(bandwidth.get('read_gb_s'))} | {fmt(bandwidth.get('copy_gb_s'))} "
-        f"| {fmt(bandwidth.get('matmul_gflops'), 0)} |",
+        f"| {fmt(bandwidth.get('matmul_gflops'), 0)} "
+        f"| {fmt(bandwidth.get('kernel_gflops_16'), 0)} / "
+        f"{fmt(bandwidth.get('kernel_gflops_128'), 0)} |",
         "",
         "## Model",
         "",
@@ -266,7 +302,7 @@ def build_report(results: Path) -> str:
         "",
         "## Physical bounds",
         "",
-        *bound_lines(per_token, bandwidth, data),
+        *bound_lines(per_token, bandwidth, data, (num_prompt_ids, num_output_ids)),
         "",
         "## Time to first token",
         "",
