@@ -10,6 +10,12 @@
  * threads (a panel belongs to one thread). Rows are processed 6 at a time against a panel
  * held in cache: 12 accumulators, 2 weight vectors and 1 broadcast fill the 16 ymm
  * registers, and each weight vector loaded feeds 6 FMAs.
+ *
+ * With more than 6 rows a panel is passed over several times: the first pass waits on
+ * memory, the others on arithmetic. So every pass also prefetches its share of the next
+ * panel, one cache line (one k of a panel) every `T` values of k for T passes: memory stays
+ * busy through the arithmetic (16 rows of the 0.6B model's decode step: 15-20% faster).
+ * A single pass leaves it to the hardware prefetcher, which streams one panel well.
  */
 #include <immintrin.h>
 #include <stdint.h>
@@ -24,8 +30,20 @@
         hi##r = _mm256_fmadd_ps(v, w1, hi##r);                                         \
     } while (0)
 
+#define PREFETCH_EVERY(T)                                                              \
+    do {                                                                               \
+        if (next && --countdown == 0) {                                                \
+            _mm_prefetch((const char *)next, _MM_HINT_T0);                             \
+            next += PANEL;                                                             \
+            countdown = T;                                                             \
+        }                                                                              \
+    } while (0)
+
+/* rows (1..6) x one panel; `next`: the lines of the next panel this pass prefetches, one
+ * every `passes` values of k (NULL: none) */
 static void tile(const float *x, int64_t K, int rows, const float *panel, float *out,
-                 int64_t ldo, int valid, const float *bias) {
+                 int64_t ldo, int valid, const float *bias, const float *next, int64_t passes) {
+    int64_t countdown = passes;
     __m256 lo0 = _mm256_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, lo4 = lo0, lo5 = lo0;
     __m256 hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0;
     const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K,
@@ -35,12 +53,14 @@ static void tile(const float *x, int64_t K, int rows, const float *panel, float 
         for (int64_t k = 0; k < K; k++) {
             __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);
             __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);
+            PREFETCH_EVERY(passes);
             ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5);
         }
     } else {
         for (int64_t k = 0; k < K; k++) {
             __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);
             __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);
+            PREFETCH_EVERY(passes);
             ROW(0);
             if (rows > 1) ROW(1);
             if (rows > 2) ROW(2);
@@ -67,10 +87,12 @@ void glm_linear_f32(const float *x, int64_t M, int64_t K, const float *panels, i
     for (int64_t p = 0; p < num_panels; p++) {
         int64_t n0 = p * PANEL;
         int valid = (int)(N - n0 < PANEL ? N - n0 : PANEL);
-        for (int64_t m = 0; m < M; m += TILE) {
+        int64_t passes = (M + TILE - 1) / TILE;
+        const float *next = p + 1 < num_panels && passes > 1 ? panels + (p + 1) * K * PANEL : 0;
+        for (int64_t m = 0, j = 0; m < M; m += TILE, j++) {
             int rows = (int)(M - m < TILE ? M - m : TILE);
             tile(x + m * K, K, rows, panels + p * K * PANEL, out + m * N + n0, N, valid,
-                 bias ? bias + n0 : 0);
+                 bias ? bias + n0 : 0, next ? next + (j * K / passes) * PANEL : 0, passes);
         }
     }
 }
