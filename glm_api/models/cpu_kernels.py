@@ -54,6 +54,10 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "glm_rotary_interleaved_f32": (None, [_P, _I64, _I64, _I64, _I64, _I64, _P, _P]),
     # gate_up, rows, inner, out
     "glm_silu_mul_f32": (None, [_P, _I64, _I64, _P]),
+    # x, rows, dim, levels, min_scale, codes, scales
+    "glm_quantize_rows_f32": (None, [_P, _I64, _I64, _F32, _F32, _P, _P]),
+    # acc, rows, dim, scales, bias, out
+    "glm_scale_rows_f32": (None, [_P, _I64, _I64, _P, _P, _P]),
 }  # fmt: skip
 
 

@@ -89,3 +89,53 @@ void glm_silu_mul_f32(const float *gate_up, int64_t rows, int64_t inner, float *
         }
     }
 }
+
+/* INT8 linears (glm_api/quant/int8.py) around fbgemm: x (rows, dim) -> codes (rows + 1, dim)
+ * and scales (rows). codes row 0 is the pin row (levels + 1, then -levels); row r + 1 holds
+ * round(x[r] / s) with s = max(max |x[r]|, min_scale) / levels, rounded half to even as
+ * torch.round: the same bits as int8.py's PyTorch code. */
+void glm_quantize_rows_f32(const float *x, int64_t rows, int64_t dim, float levels,
+                           float min_scale, float *codes, float *scales) {
+    codes[0] = levels + 1.0f;
+    for (int64_t d = 1; d < dim; d++) codes[d] = -levels;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+#pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * dim;
+        __m256 top8 = _mm256_setzero_ps();
+        int64_t d = 0;
+        for (; d + 8 <= dim; d += 8)
+            top8 = _mm256_max_ps(top8, _mm256_andnot_ps(sign, _mm256_loadu_ps(row + d)));
+        float lanes[8], top = 0.0f;
+        _mm256_storeu_ps(lanes, top8);
+        for (int i = 0; i < 8; i++) top = fmaxf(top, lanes[i]);
+        for (; d < dim; d++) top = fmaxf(top, fabsf(row[d]));
+        float scale = fmaxf(top, min_scale) / levels;
+        __m256 s8 = _mm256_set1_ps(scale);
+        float *out = codes + (r + 1) * dim;
+        for (d = 0; d + 8 <= dim; d += 8)
+            _mm256_storeu_ps(out + d, _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(row + d), s8),
+                                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        for (; d < dim; d++) out[d] = nearbyintf(row[d] / scale);
+        scales[r] = scale;
+    }
+}
+
+/* out (rows, dim) = acc rows 1.. (rows + 1, dim) * scales[r] (+ bias): the two roundings of
+ * `acc[1:] * scale + bias` in PyTorch. */
+void glm_scale_rows_f32(const float *acc, int64_t rows, int64_t dim, const float *scales,
+                        const float *bias, float *out) {
+#pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *a = acc + (r + 1) * dim;
+        float *o = out + r * dim, s = scales[r];
+        __m256 s8 = _mm256_set1_ps(s);
+        int64_t d = 0;
+        for (; d + 8 <= dim; d += 8) {
+            __m256 v = _mm256_mul_ps(_mm256_loadu_ps(a + d), s8);
+            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + d));
+            _mm256_storeu_ps(o + d, v);
+        }
+        for (; d < dim; d++) o[d] = bias ? a[d] * s + bias[d] : a[d] * s;
+    }
+}

@@ -1,4 +1,4 @@
-"""RMSNorm, the interleaved rotary embedding and SwiGLU in one C pass each (cpu_ops.c).
+"""RMSNorm, rotary, SwiGLU and the INT8 row (de)scaling in one C pass each (cpu_ops.c).
 
 In PyTorch these are 6 (RMSNorm), 10 (rotary, for q and k) and 3 (SwiGLU) kernels, each
 with its own dispatch and a full pass over memory; `F.silu` on the gate half of the fused
@@ -103,4 +103,40 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor | None:
     library.glm_silu_mul_f32(
         gate_up.data_ptr(), gate_up.numel() // (2 * inner), inner, out.data_ptr()
     )
+    return out
+
+
+def quantize_rows(
+    x: torch.Tensor, levels: float, min_scale: float
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """`(M, K)` float32 -> codes `(M + 1, K)` (row 0: the pin row of int8.py), scales `(M, 1)`.
+
+    The same bits as int8.py's `quantize_rows_int8` behind its pin row; None: use PyTorch.
+    """
+    library = cpu_kernels.load()
+    if library is None or not _rows_ok(x, 8) or not x.is_contiguous() or x.dim() != 2:
+        return None
+    codes = torch.empty(x.shape[0] + 1, x.shape[1], dtype=torch.float32)
+    scales = torch.empty(x.shape[0], 1, dtype=torch.float32)
+    library.glm_quantize_rows_f32(
+        x.data_ptr(), x.shape[0], x.shape[1], levels, min_scale, codes.data_ptr(),
+        scales.data_ptr(),
+    )  # fmt: skip
+    return codes, scales
+
+
+def scale_rows(
+    acc: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor | None:
+    """`acc[1:] * scales (+ bias)` for `acc` `(M + 1, N)` float32; None: use PyTorch."""
+    library = cpu_kernels.load()
+    if library is None or not _rows_ok(acc, 8) or not acc.is_contiguous():
+        return None
+    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+        return None
+    out = torch.empty(acc.shape[0] - 1, acc.shape[1], dtype=torch.float32)
+    library.glm_scale_rows_f32(
+        acc.data_ptr(), out.shape[0], acc.shape[1], scales.data_ptr(),
+        bias.data_ptr() if bias is not None else None, out.data_ptr(),
+    )  # fmt: skip
     return out

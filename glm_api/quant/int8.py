@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glm_api.models import cpu_ops
 from glm_api.quant.probe import kernel_agrees
 
 _MIN_SCALE = 1e-12
@@ -91,14 +92,14 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, in)
-        if x.device.type != "cpu":
-            out = self._forward_device(rows)
-        elif _has_fbgemm():
-            out = self._forward_fbgemm(rows)
+        if x.device.type == "cpu" and _has_fbgemm():
+            out = self._forward_fbgemm(rows)  # the bias included
         else:
-            out = self._forward_int_mm(rows)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
+            out = (
+                self._forward_device(rows) if x.device.type != "cpu" else self._forward_int_mm(rows)
+            )
+            if self.bias is not None:
+                out = out + self.bias.to(out.dtype)
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
 
     def _forward_dequantized(self, rows: torch.Tensor) -> torch.Tensor:
@@ -130,11 +131,20 @@ class Int8Linear(nn.Module):
         if self._packed is None:
             self._pack()
         assert self._pin is not None
-        codes, scale = quantize_rows_int8(rows)
-        out = torch.ops.quantized.linear_dynamic(
-            torch.cat([self._pin, codes]), self._packed, True
-        )  # reduce_range: 7-bit activations
-        return out[1:] * scale  # (M, out)
+        # the pin row, then each row's codes: one C pass where our kernels run (same bits)
+        fused = cpu_ops.quantize_rows(rows, float(_ACT_LEVELS), _MIN_SCALE)
+        if fused is not None:
+            pinned, scale = fused
+        else:
+            codes, scale = quantize_rows_int8(rows)
+            pinned = torch.cat([self._pin, codes])
+        acc = torch.ops.quantized.linear_dynamic(pinned, self._packed, True)  # reduce_range
+        out = cpu_ops.scale_rows(acc, scale, self.bias)
+        if out is None:
+            out = acc[1:] * scale
+            if self.bias is not None:
+                out = out + self.bias.to(out.dtype)
+        return out  # (M, out)
 
     def _forward_int_mm(self, rows: torch.Tensor) -> torch.Tensor:
         codes, scale = quantize_rows_int8(rows)

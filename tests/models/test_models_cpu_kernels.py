@@ -141,3 +141,26 @@ def test_the_kernels_stay_out_of_autograd() -> None:
     assert cpu_ops.silu_mul(x) is None
     with torch.no_grad():
         assert cpu_ops.silu_mul(x) is not None
+
+
+def test_int8_row_codes_and_scaling_give_pytorchs_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    from glm_api.quant import int8
+
+    torch.manual_seed(4)
+    x = torch.randn(6, 100) * torch.logspace(-3, 2, 6)[:, None]  # rows of very different size
+    fused = cpu_ops.quantize_rows(x, 63.0, 1e-12)
+    assert fused is not None
+    codes, scales = fused
+    expected_codes, expected_scales = int8.quantize_rows_int8(x)
+    assert torch.equal(codes[1:], expected_codes) and torch.equal(scales, expected_scales)
+    assert codes[0, 0] == 64 and bool((codes[0, 1:] == -63).all())  # the pin row
+    acc, bias = torch.randn(7, 40), torch.randn(40)
+    assert torch.equal(cpu_ops.scale_rows(acc, scales, bias), acc[1:] * scales + bias)
+    assert torch.equal(cpu_ops.scale_rows(acc, scales, None), acc[1:] * scales)
+
+    layer = int8.Int8Linear.from_linear(torch.nn.Linear(100, 40), torch.device("cpu"))
+    with torch.no_grad():
+        ours = layer(x)
+        monkeypatch.setattr(cpu_ops, "quantize_rows", lambda *args: None)
+        monkeypatch.setattr(cpu_ops, "scale_rows", lambda *args: None)
+        assert torch.equal(layer(x), ours)  # the PyTorch path: the same bits
