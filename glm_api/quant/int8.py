@@ -17,6 +17,10 @@ weight-only kernel `aten._weight_int8pack_mm` (float activations, int8 weight, p
 scales) where the device has it and it agrees with the dequantized weight on its first use
 (probe.py); else the weight is dequantized per call and a float matmul runs (a memory saving
 only).
+Around the fbgemm call, the rows are quantized (pin row in front) and scaled back in one C
+pass each where our CPU kernels run (glm_api/models/cpu_ops.py): the same bits as the PyTorch
+code here, which stays the fallback.
+
 The fbgemm weight is packed on the first CPU forward and the plain int8 copy is then freed;
 `state_dict()` unpacks it again. Not here: choosing layers (swap.py), files (checkpoint.py).
 """
