@@ -9,6 +9,7 @@ import torch
 import transformers  # a test dependency: parity with it is the point
 
 from glm_api.config import EngineConfig
+from glm_api.models import cpu_kernels
 from glm_api.models.loader import load_weights
 from tests.helpers.checkpoints import write_checkpoint
 from tests.models.model_steps import make_caches, run_batch, run_steps
@@ -21,9 +22,17 @@ DECODE = [1046, 99, 151329]
 @pytest.mark.parametrize(
     ("layout", "reference"), [("glm4-hf", "GlmForCausalLM"), ("glm4-0414", "Glm4ForCausalLM")]
 )
+@pytest.mark.parametrize("kernels", ["ours", "pytorch"])  # our C kernels where they run, or not
 def test_logits_equal_transformers(
-    assets: Path, tmp_path: Path, layout: str, reference: str
+    assets: Path,
+    tmp_path: Path,
+    layout: str,
+    reference: str,
+    kernels: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    if kernels == "pytorch":
+        monkeypatch.setattr(cpu_kernels, "load", lambda: None)
     folder = write_checkpoint(layout, tmp_path, assets, seed=3, with_tokenizer=False)
     ours = load_weights(folder, EngineConfig(), torch.device("cpu"), torch.float32)
     theirs = getattr(transformers, reference).from_pretrained(folder, dtype=torch.float32).eval()
