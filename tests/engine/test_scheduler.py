@@ -138,7 +138,6 @@ def test_kv_cache_shapes_prefix_rows_and_slots() -> None:
     cache.write_prefix(prefix)
     assert torch.equal(cache.layers[1].keys[2, :, :3], torch.full((2, 3, 4), 2.0))
     assert torch.equal(cache.layers[1].values[0, :, :3], torch.full((2, 3, 4), -2.0))
-    assert float(cache.layers[0].keys[:, :, 3:].abs().sum()) == 0.0
     assert [cache.allocate(), cache.allocate()] == [0, 1] and cache.usage == pytest.approx(2 / 3)
     cache.free(0)
     assert cache.allocate() == 0 and cache.allocate() == 2 and cache.allocate() is None

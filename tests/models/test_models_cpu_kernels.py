@@ -80,6 +80,31 @@ def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
     assert torch.equal(ours.values, reference.values)
 
 
+@pytest.mark.parametrize("kernel", ["ours", "sdpa"])
+def test_rows_past_a_sequences_length_are_never_read(
+    kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The KV cache is allocated empty (kv_cache.py): what lies past the written rows is noise."""
+    if kernel == "sdpa":
+        monkeypatch.setattr(cpu_attention, "load", lambda: None)
+    torch.manual_seed(5)
+    written = 20  # rows per slot written before this step (prefix included)
+    shape = (SLOTS, KV_HEADS, CACHE_LEN, DIM)
+    clean = LayerCache(torch.zeros(shape), torch.zeros(shape))
+    clean.keys[:, :, :written], clean.values[:, :, :written] = (
+        torch.randn(SLOTS, KV_HEADS, written, DIM) for _ in range(2)
+    )
+    noisy = LayerCache(torch.full(shape, float("nan")), torch.full(shape, float("nan")))
+    noisy.keys[:, :, :written] = clean.keys[:, :, :written]
+    noisy.values[:, :, :written] = clean.values[:, :, :written]
+    q, k, v, batch = _step([1, 4, 1], cached=[written - PREFIX] * 3, slots=[0, 2, 4])
+    expected = attend(q, k, v, clean, batch, DIM**-0.5, PREFIX)
+    batch = AttentionBatch([0, 2, 4], [0, 1, 5], [1, 4, 1], [written - PREFIX] * 3, [0] * 3)
+    out = attend(q, k, v, noisy, batch, DIM**-0.5, PREFIX)
+    assert not out.isnan().any()
+    assert torch.equal(out, expected)
+
+
 def test_a_decode_rows_bits_do_not_depend_on_the_batch_or_the_threads(threads: None) -> None:
     cache, _ = _caches()
     q, k, v, batch = _step([1, 1, 1, 1], cached=[30, 3, 12, 40], slots=[0, 1, 2, 3])
