@@ -43,21 +43,26 @@ class AttentionBatch:
 
     def decode_rows(self, num_prefix: int) -> cpu_attention.DecodeRows:
         """Sequences whose one new token attends to everything before it (no mask needed)."""
-        if self._decode_rows is None:
+        plan = self._decode_rows
+        if plan is None or plan.num_prefix != num_prefix:
             seqs = [
                 i
                 for i in range(self.num_seqs)
                 if self.query_lens[i] == 1 and self.cached_lens[i] >= self.bidirectional_lens[i]
             ]
-            self._decode_rows = cpu_attention.DecodeRows(
+            slots = [self.slot_ids[i] for i in seqs]
+            lengths = [num_prefix + self.cached_lens[i] for i in seqs]
+            plan = cpu_attention.DecodeRows(
                 seqs=seqs,
                 rows=torch.tensor([self.query_starts[i] for i in seqs], dtype=torch.long),
-                slots=torch.tensor([self.slot_ids[i] for i in seqs], dtype=torch.long),
-                lengths=torch.tensor(
-                    [num_prefix + self.cached_lens[i] for i in seqs], dtype=torch.long
-                ),
+                slots=torch.tensor(slots, dtype=torch.long),
+                lengths=torch.tensor(lengths, dtype=torch.long),
+                num_prefix=num_prefix,
+                max_slot=max(slots, default=-1),
+                max_length=max(lengths, default=-1),
             )
-        return self._decode_rows
+            self._decode_rows = plan
+        return plan
 
 
 @dataclass(slots=True)

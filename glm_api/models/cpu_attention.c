@@ -10,7 +10,8 @@
  * whatever the other sequences of the step are and whatever the number of threads.
  *
  * Softmax is exact in form (max subtracted, then exp, then divided by the sum); exp is a
- * degree-6 polynomial after Cody-Waite range reduction (Cephes' expf), within 2 ulp.
+ * degree-6 polynomial after Cody-Waite range reduction (Cephes' expf), within 2 ulp. A NaN
+ * or infinite score makes that head's output NaN, as in SDPA, rather than hiding it.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -50,7 +51,15 @@ static void task(const float *q, const float *K, const float *V, int64_t L, int6
     for (int64_t g = 0; g < G; g++) {
         float *sg = scores + g * padded;
         float top = sg[0];
-        for (int64_t t = 1; t < L; t++) top = sg[t] > top ? sg[t] : top;
+        int invalid = sg[0] != sg[0];
+        for (int64_t t = 1; t < L; t++) {
+            invalid |= sg[t] != sg[t];
+            top = sg[t] > top ? sg[t] : top;
+        }
+        if (invalid || top - top != 0.0f) { /* a NaN or an infinite score: NaN, as SDPA gives */
+            for (int64_t t = 0; t < L; t++) sg[t] = __builtin_nanf("");
+            continue;
+        }
         for (int64_t t = L; t < padded; t++) sg[t] = top; /* exp'd with the rest, then zeroed */
         __m256 m = _mm256_set1_ps(top), total = _mm256_setzero_ps();
         for (int64_t t = 0; t < padded; t += 8) {
@@ -104,4 +113,5 @@ int64_t glm_decode_attention_f32(const float *q, int64_t q_stride, const float *
         task(q + row * q_stride + h * G * D, K, V, L, G, D, scale,
              out + row * num_heads * D + h * G * D, D, work);
     }
+    return failed;
 }

@@ -33,6 +33,10 @@ class DecodeRows:
     rows: torch.Tensor  # (n,) int64 token row of each
     slots: torch.Tensor  # (n,) int64 cache slot
     lengths: torch.Tensor  # (n,) int64 cache rows before this token (prefix included)
+    num_prefix: int  # the prefix rows counted in `lengths`
+    #: the largest slot and length: checked against the cache before the kernel writes
+    max_slot: int = -1
+    max_length: int = -1
 
 
 def load() -> ctypes.CDLL | None:
@@ -48,13 +52,19 @@ def supports(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cache: LayerCache
 ) -> bool:
     tensors = (query, key, value, cache.keys, cache.values)
+    _, num_kv_heads, _, head_dim = cache.keys.shape
     return (
         all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        and query.shape[2] == head_dim
         and query.shape[2] % 8 == 0
-        and query.shape[1] % key.shape[1] == 0
+        and key.shape[1:] == value.shape[1:] == (num_kv_heads, head_dim)
+        and cache.values.shape == cache.keys.shape
+        and query.shape[1] % num_kv_heads == 0
         and all(_head_rows(t) for t in (query, key, value))
         and cache.keys.is_contiguous()
         and cache.values.is_contiguous()
+        # the kernel writes through raw pointers: never under autograd
+        and not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
     )
 
 
@@ -75,6 +85,11 @@ def decode_attention(
     keys/values `(slots, kv_heads, cache_len, dim)`, contiguous.
     """
     num_heads, head_dim = query.shape[1], query.shape[2]
+    if plan.max_slot >= keys.shape[0] or plan.max_length >= keys.shape[2]:
+        raise IndexError(
+            f"decode attention: slot {plan.max_slot} / position {plan.max_length} outside a "
+            f"cache of {keys.shape[0]} slots x {keys.shape[2]} rows"
+        )
     undone = library.glm_decode_attention_f32(
         query.data_ptr(), query.stride(0),
         key.data_ptr(), key.stride(0),

@@ -32,7 +32,10 @@ SOURCES = tuple(_HERE / name for name in ("cpu_gemm.c", "cpu_attention.c", "cpu_
 HEADERS = (_HERE / "cpu_simd.h",)
 # no contraction of a * b + c into one FMA where the C says two operations: elementwise
 # code rounds as written, the kernels' FMAs are explicit intrinsics
-FLAGS = ("-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC")
+FLAGS = (
+    "-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC",
+    "-Werror=return-type", "-Werror=implicit-function-declaration",
+)  # fmt: skip
 
 _P, _I64, _INT, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
 #: function name -> (result type, argument types)

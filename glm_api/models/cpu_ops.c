@@ -102,15 +102,23 @@ void glm_quantize_rows_f32(const float *x, int64_t rows, int64_t dim, float leve
 #pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * dim;
-        __m256 top8 = _mm256_setzero_ps();
+        __m256 top8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
         int64_t d = 0;
-        for (; d + 8 <= dim; d += 8)
-            top8 = _mm256_max_ps(top8, _mm256_andnot_ps(sign, _mm256_loadu_ps(row + d)));
+        for (; d + 8 <= dim; d += 8) {
+            __m256 v = _mm256_loadu_ps(row + d);
+            top8 = _mm256_max_ps(top8, _mm256_andnot_ps(sign, v));
+            nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        }
         float lanes[8], top = 0.0f;
         _mm256_storeu_ps(lanes, top8);
         for (int i = 0; i < 8; i++) top = fmaxf(top, lanes[i]);
-        for (; d < dim; d++) top = fmaxf(top, fabsf(row[d]));
-        float scale = fmaxf(top, min_scale) / levels;
+        int has_nan = _mm256_movemask_ps(nan8) != 0;
+        for (; d < dim; d++) {
+            top = fmaxf(top, fabsf(row[d]));
+            has_nan |= row[d] != row[d];
+        }
+        /* a NaN makes the row's scale NaN, as torch's amax does */
+        float scale = has_nan ? __builtin_nanf("") : fmaxf(top, min_scale) / levels;
         __m256 s8 = _mm256_set1_ps(scale);
         float *out = codes + (r + 1) * dim;
         for (d = 0; d + 8 <= dim; d += 8)

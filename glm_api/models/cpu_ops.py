@@ -78,6 +78,10 @@ def rotate_interleaved_(
         return False
     if rows.stride(1) != 1 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
         return False
+    if cos.shape != (rows.shape[0], cos.shape[-1]) or sin.shape != cos.shape:
+        return False  # one cos/sin row per token (PyTorch's code would broadcast others)
+    if rows.dim() != 2 or num_heads * head_dim > rows.shape[1]:
+        return False
     if not (cos.is_contiguous() and sin.is_contiguous()):
         return False
     library.glm_rotary_interleaved_f32(
@@ -97,6 +101,8 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor | None:
     """`(..., 2 * inner)` -> `silu(gate) * up` `(..., inner)`; None: use PyTorch."""
     library = cpu_kernels.load()
     inner = gate_up.shape[-1] // 2
+    if gate_up.shape[-1] % 2:
+        return None
     if library is None or not _rows_ok(gate_up, inner) or not gate_up.is_contiguous():
         return None
     out = torch.empty(*gate_up.shape[:-1], inner, dtype=torch.float32)
@@ -115,6 +121,8 @@ def quantize_rows(
     """
     library = cpu_kernels.load()
     if library is None or not _rows_ok(x, 8) or not x.is_contiguous() or x.dim() != 2:
+        return None
+    if x.shape[1] == 0:
         return None
     codes = torch.empty(x.shape[0] + 1, x.shape[1], dtype=torch.float32)
     scales = torch.empty(x.shape[0], 1, dtype=torch.float32)

@@ -189,3 +189,26 @@ def test_int8_row_codes_and_scaling_give_pytorchs_bits(monkeypatch: pytest.Monke
         monkeypatch.setattr(cpu_ops, "quantize_rows", lambda *args: None)
         monkeypatch.setattr(cpu_ops, "scale_rows", lambda *args: None)
         assert torch.equal(layer(x), ours)  # the PyTorch path: the same bits
+
+
+def test_bad_inputs_are_refused_or_made_visible(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache, reference = _caches()
+    # a NaN query: NaN out, as SDPA gives (not an average that hides it)
+    q, k, v, batch = _step([1, 1], cached=[5, 9], slots=[0, 1])
+    q[0] = float("nan")
+    out = attend(q, k, v, cache, batch, DIM**-0.5, PREFIX)
+    assert out[0].isnan().all() and not out[1].isnan().any()
+    # a position past the cache: an error before anything is written, not a heap overrun
+    q, k, v, batch = _step([1], cached=[CACHE_LEN - PREFIX], slots=[0])
+    with pytest.raises(IndexError):
+        attend(q, k, v, cache, batch, DIM**-0.5, PREFIX)
+    # one cos row for four tokens, an odd gate/up width: PyTorch's code instead
+    rows = torch.randn(4, 64)
+    cos, sin = rotary_cos_sin(torch.tensor([3]), 16, 10000.0, torch.float32)
+    assert not cpu_ops.rotate_interleaved_(rows, 2, 32, cos, sin)
+    assert cpu_ops.silu_mul(torch.randn(2, 17)) is None
+    # a NaN in a row makes its INT8 scale NaN, as torch's amax does
+    x = torch.randn(2, 16)
+    x[1, 3] = float("nan")
+    fused = cpu_ops.quantize_rows(x, 63.0, 1e-12)
+    assert fused is not None and fused[1][1].isnan().all() and not fused[1][0].isnan().any()
