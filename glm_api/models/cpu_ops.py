@@ -18,19 +18,23 @@ import torch
 from glm_api.models import cpu_kernels
 
 
-def _rows_ok(x: torch.Tensor, width: int, *others: torch.Tensor) -> bool:
-    # the kernels write through raw pointers: never under autograd
-    tracked = torch.is_grad_enabled() and any(t.requires_grad for t in (x, *others))
-    return x.device.type == "cpu" and x.dtype == torch.float32 and width % 8 == 0 and not tracked
+def _plain(*tensors: torch.Tensor) -> bool:
+    """All contiguous float32 on the CPU, and none tracked by autograd: what the kernels take.
+
+    The kernels read and write through raw pointers, so never under autograd.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return False
+    return all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors
+    )
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
     """RMSNorm over the last dim of a contiguous `(..., dim)`; None: use PyTorch."""
     library = cpu_kernels.load()
     dim = x.shape[-1]
-    if library is None or not _rows_ok(x, dim, weight) or not x.is_contiguous():
-        return None
-    if weight.dtype != torch.float32 or not weight.is_contiguous():
+    if library is None or dim % 8 or not _plain(x, weight):
         return None
     out = torch.empty_like(x)
     library.glm_rms_norm_f32(
@@ -45,11 +49,9 @@ def add_rms_norm(
     """(hidden + delta, RMSNorm(hidden + delta)) in one pass; None: use PyTorch."""
     library = cpu_kernels.load()
     dim = hidden.shape[-1]
-    if library is None or not _rows_ok(hidden, dim, delta, weight) or delta.shape != hidden.shape:
+    if library is None or dim % 8 or delta.shape != hidden.shape:
         return None
-    if not (hidden.is_contiguous() and delta.is_contiguous() and delta.dtype == torch.float32):
-        return None
-    if weight.dtype != torch.float32 or not weight.is_contiguous():
+    if not _plain(hidden, delta, weight):
         return None
     total, out = torch.empty_like(hidden), torch.empty_like(hidden)
     library.glm_add_rms_norm_f32(
@@ -74,15 +76,13 @@ def rotate_interleaved_(
     cos/sin `(tokens, rotary_dim // 2)`. False (nothing done): use PyTorch.
     """
     library = cpu_kernels.load()
-    if library is None or not _rows_ok(rows, 8) or 2 * cos.shape[-1] > head_dim:
+    if library is None or rows.dim() != 2 or 2 * cos.shape[-1] > head_dim:
         return False
-    if rows.stride(1) != 1 or cos.dtype != torch.float32 or sin.dtype != torch.float32:
+    if num_heads * head_dim > rows.shape[1]:
         return False
     if cos.shape != (rows.shape[0], cos.shape[-1]) or sin.shape != cos.shape:
         return False  # one cos/sin row per token (PyTorch's code would broadcast others)
-    if rows.dim() != 2 or num_heads * head_dim > rows.shape[1]:
-        return False
-    if not (cos.is_contiguous() and sin.is_contiguous()):
+    if not _plain(rows, cos, sin):
         return False
     library.glm_rotary_interleaved_f32(
         rows.data_ptr(),
@@ -101,9 +101,7 @@ def silu_mul(gate_up: torch.Tensor) -> torch.Tensor | None:
     """`(..., 2 * inner)` -> `silu(gate) * up` `(..., inner)`; None: use PyTorch."""
     library = cpu_kernels.load()
     inner = gate_up.shape[-1] // 2
-    if gate_up.shape[-1] % 2:
-        return None
-    if library is None or not _rows_ok(gate_up, inner) or not gate_up.is_contiguous():
+    if library is None or gate_up.shape[-1] % 16 or not _plain(gate_up):  # inner: 8k
         return None
     out = torch.empty(*gate_up.shape[:-1], inner, dtype=torch.float32)
     library.glm_silu_mul_f32(
@@ -120,9 +118,7 @@ def quantize_rows(
     The same bits as int8.py's `quantize_rows_int8` behind its pin row; None: use PyTorch.
     """
     library = cpu_kernels.load()
-    if library is None or not _rows_ok(x, 8) or not x.is_contiguous() or x.dim() != 2:
-        return None
-    if x.shape[1] == 0:
+    if library is None or x.dim() != 2 or x.shape[1] == 0 or not _plain(x):
         return None
     codes = torch.empty(x.shape[0] + 1, x.shape[1], dtype=torch.float32)
     scales = torch.empty(x.shape[0], 1, dtype=torch.float32)
@@ -138,9 +134,7 @@ def scale_rows(
 ) -> torch.Tensor | None:
     """`acc[1:] * scales (+ bias)` for `acc` `(M + 1, N)` float32; None: use PyTorch."""
     library = cpu_kernels.load()
-    if library is None or not _rows_ok(acc, 8) or not acc.is_contiguous():
-        return None
-    if bias is not None and (bias.dtype != torch.float32 or not bias.is_contiguous()):
+    if library is None or not _plain(acc, scales, *([] if bias is None else [bias])):
         return None
     out = torch.empty(acc.shape[0] - 1, acc.shape[1], dtype=torch.float32)
     library.glm_scale_rows_f32(
