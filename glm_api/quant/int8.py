@@ -96,15 +96,16 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (M, in)
-        if x.device.type == "cpu" and _has_fbgemm():
-            out = self._forward_fbgemm(rows)  # the bias included
+        if x.device.type != "cpu":
+            out = self._add_bias(self._forward_device(rows))
+        elif _has_fbgemm():
+            out = self._forward_fbgemm(rows)  # adds the bias with the rescale
         else:
-            out = (
-                self._forward_device(rows) if x.device.type != "cpu" else self._forward_int_mm(rows)
-            )
-            if self.bias is not None:
-                out = out + self.bias.to(out.dtype)
+            out = self._add_bias(self._forward_int_mm(rows))
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
+
+    def _add_bias(self, out: torch.Tensor) -> torch.Tensor:
+        return out if self.bias is None else out + self.bias.to(out.dtype)
 
     def _forward_dequantized(self, rows: torch.Tensor) -> torch.Tensor:
         weight = self.weight.to(rows.dtype) * self.weight_scale[:, None].to(rows.dtype)
@@ -144,11 +145,7 @@ class Int8Linear(nn.Module):
             pinned = torch.cat([self._pin, codes])
         acc = torch.ops.quantized.linear_dynamic(pinned, self._packed, True)  # reduce_range
         out = cpu_ops.scale_rows(acc, scale, self.bias)
-        if out is None:
-            out = acc[1:] * scale
-            if self.bias is not None:
-                out = out + self.bias.to(out.dtype)
-        return out  # (M, out)
+        return out if out is not None else self._add_bias(acc[1:] * scale)  # (M, out)
 
     def _forward_int_mm(self, rows: torch.Tensor) -> torch.Tensor:
         codes, scale = quantize_rows_int8(rows)
