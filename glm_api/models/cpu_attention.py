@@ -34,9 +34,9 @@ class DecodeRows:
     slots: torch.Tensor  # (n,) int64 cache slot
     lengths: torch.Tensor  # (n,) int64 cache rows before this token (prefix included)
     num_prefix: int  # the prefix rows counted in `lengths`
-    #: the largest slot and length: checked against the cache before the kernel writes
-    max_slot: int = -1
-    max_length: int = -1
+    #: the largest slot and length (-1: no rows), checked against the cache before writing
+    max_slot: int
+    max_length: int
 
 
 def load() -> ctypes.CDLL | None:
