@@ -163,6 +163,18 @@ def ratio_rows(data: dict[str, dict]) -> list[str]:
     return rows
 
 
+def compute_rates(bandwidth: dict[str, float]) -> tuple[float, str, float, str]:
+    """(decode GFLOP/s, its source, prefill GFLOP/s, its source): our kernel's where measured."""
+    matmul = bandwidth.get("matmul_gflops", float("nan"))
+    decode = bandwidth.get("kernel_gflops_16")
+    prefill = bandwidth.get("kernel_gflops_128")
+    return (
+        *((decode, "our kernel on 16 rows, weights in cache") if decode else
+          (matmul, "torch matmul at the shape of a 16-sequence step")),
+        *((prefill, "128 rows") if prefill else (matmul, "torch matmul")),
+    )  # fmt: skip
+
+
 def bound_lines(
     per_token: dict[str, float],
     bandwidth: dict[str, float],
@@ -170,7 +182,7 @@ def bound_lines(
     request_shape: tuple[int, int],
 ) -> list[str]:
     read_bw = bandwidth.get("read_gb_s", float("nan")) * 1e9
-    gflops = bandwidth.get("matmul_gflops", float("nan"))
+    rate, source, prefill_rate, prefill_source = compute_rates(bandwidth)
     flops_per_token = 2 * per_token["num_params_per_token"]
     lines = [
         f"- Weights read per decoded token: {per_token['float32'] / 1e9:.2f} GB in float32, "
@@ -193,9 +205,6 @@ def bound_lines(
             f"- Single-stream bound, {label}: {bandwidth.get('read_gb_s', 0):.1f} GB/s / "
             f"{per_token[key] / 1e9:.2f} GB = **{bound:.1f} tok/s**{share}."
         )
-    rate, source = gflops, "torch matmul at the shape of a 16-sequence step"
-    if bandwidth.get("kernel_gflops_16"):
-        rate, source = bandwidth["kernel_gflops_16"], "our kernel on 16 rows, weights in cache"
     lines.append(
         f"- Compute bound on batched decode: {rate:.0f} GFLOP/s ({source}) / "
         f"{flops_per_token / 1e9:.2f} GFLOP per token = "
@@ -203,7 +212,6 @@ def bound_lines(
         "traffic, attention and the prompts' prefill left out."
     )
     prompt, output = request_shape
-    prefill_rate = bandwidth.get("kernel_gflops_128") or rate
     if prompt and output:
         prefill = 2 * per_token["num_params_per_prompt_token"] * prompt  # FLOPs per request
         decode = 2 * per_token["num_params_per_token"] * output
@@ -213,7 +221,7 @@ def bound_lines(
         lines.append(
             f"- Compute bound with the prefill: a request ({prompt} prompt + {output} output "
             f"tokens) is {prefill / 1e9:.0f} GFLOP of prefill at {prefill_rate:.0f} GFLOP/s "
-            f"(128 rows) and {decode / 1e9:.0f} GFLOP of decode at {rate:.0f}, so no float32 "
+            f"({prefill_source}) and {decode / 1e9:.0f} GFLOP of decode at {rate:.0f}, so no float32 "
             f"server streams more than **{output / seconds:.0f} output tok/s** here, at any "
             f"concurrency{share if got else ''}."
         )
@@ -255,8 +263,7 @@ def build_report(results: Path) -> str:
     # the chat template adds a few ids to the prompt words; the matmul rate is float32's
     num_prompt_ids = int(settings.get("prompt_tokens", "0") or 0)
     prefill_flops = 2 * per_token["num_params_per_prompt_token"] * num_prompt_ids
-    prefill_rate = bandwidth.get("kernel_gflops_128") or bandwidth.get("matmul_gflops")
-    prefill_s = prefill_flops / ((prefill_rate or float("nan")) * 1e9)
+    prefill_s = prefill_flops / (compute_rates(bandwidth)[2] * 1e9)
     num_output_ids = int(settings.get("max_tokens", "0") or 0)
     out = ["# Benchmarks", ""]
     if quick:
