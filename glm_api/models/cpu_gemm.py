@@ -9,7 +9,11 @@ the 0.6B GLM-4 benchmark model took (ms, 2 threads; oneDNN over a weight reorder
 | 16 | 194-199 | | 127 |
 | 128 | 939-990 | | 792 |
 
-and, unlike oneDNN (one kernel for one row, another for two or more), every row's result is
+(one run, side by side). Measured again alone in a later session, in a fast phase of the
+machine, whose speed drifts by about 20%: 41 ms for 1 row, 73 ms for 16 rows, 439 ms for
+128, before the next-panel prefetch (cpu_gemm.c) took 15-20% more off 8 and 16 rows.
+
+And, unlike oneDNN (one kernel for one row, another for two or more), every row's result is
 bit-identical for any number of rows, so batch invariance costs a single stream nothing.
 
 The kernel is built and loaded with the others by cpu_kernels.py.
