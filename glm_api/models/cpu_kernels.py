@@ -1,4 +1,4 @@
-"""Our CPU kernels (cpu_gemm.c, cpu_attention.c, cpu_ops.c), built with the system C compiler.
+"""Our CPU kernels (cpu_gemm.c, cpu_attention.c, cpu_ops.c, cpu_decoder.c), built with the system C compiler.
 
 The C files ship inside the package. `load()` compiles them on first use into one library
 in the user's cache (`$GLM_API_CACHE_DIR`, else `~/.cache/glm_api`), keyed by a hash of the
@@ -8,7 +8,8 @@ own kernels. The library links the OpenMP runtime torch already loaded (same son
 `--threads` holds. `GLM_API_CPU_GEMM=0` turns all of it off.
 
 What each kernel does, and why it is ours: cpu_gemm.py (linears), cpu_attention.py (decode
-attention over the slot cache), cpu_ops.py (RMSNorm, rotary embedding, SwiGLU).
+attention over the slot cache), cpu_ops.py (RMSNorm, rotary embedding, SwiGLU), cpu_decoder.py
+(a whole decode step of glm.py's layers in one call).
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ import torch
 log = logging.getLogger("glm_api.models")
 
 _HERE = Path(__file__).parent
-SOURCES = tuple(_HERE / name for name in ("cpu_gemm.c", "cpu_attention.c", "cpu_ops.c"))
+SOURCES = tuple(
+    _HERE / name for name in ("cpu_gemm.c", "cpu_attention.c", "cpu_ops.c", "cpu_decoder.c")
+)
 HEADERS = (_HERE / "cpu_simd.h",)
 # no contraction of a * b + c into one FMA where the C says two operations: elementwise
 # code rounds as written, the kernels' FMAs are explicit intrinsics
@@ -61,6 +64,9 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "glm_quantize_rows_f32": (None, [_P, _I64, _I64, _F32, _F32, _P, _P]),
     # acc, rows, dim, scales, bias, out
     "glm_scale_rows_f32": (None, [_P, _I64, _I64, _P, _P, _P]),
+    # decoder, hidden, M, cos, sin, slots, lengths, key_caches, value_caches, cache_len,
+    # rows, work, threads -> attention tasks left undone (no scratch memory)
+    "glm_decode_step_f32": (_I64, [_P, _P, _I64, _P, _P, _P, _P, _P, _P, _I64, _P, _P, _INT]),
 }  # fmt: skip
 
 

@@ -12,11 +12,13 @@ onto them. Weight files are read by loader.py; the slot cache is handled by atte
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glm_api.models import cpu_ops
+from glm_api.models import cpu_decoder, cpu_ops
 from glm_api.models.attention import AttentionBatch, LayerCache, attend
 from glm_api.models.base import CacheSpec
 from glm_api.models.config import GLMConfig
@@ -206,6 +208,8 @@ class GLMForCausalLM(nn.Module):
         self.vocab_size = config.vocab_size
         self.max_position = config.max_position
         self.rotary_dim = int(config.head_dim * config.partial_rotary_factor)
+        #: the layers as cpu_decoder.c takes them: made at the first decode step (False: never)
+        self._decoder_plan: cpu_decoder.DecoderPlan | Literal[False] | None = None
 
     def tie_weights(self) -> None:
         self.transformer.output_layer.weight = self.transformer.embedding.word_embeddings.weight
@@ -223,9 +227,19 @@ class GLMForCausalLM(nn.Module):
         hidden = self.transformer.embedding.word_embeddings(input_ids)  # (num_tokens, hidden)
         cos, sin = rotary_cos_sin(positions, self.rotary_dim, self.config.rope_theta, hidden.dtype)
         num_prefix = self.cache_spec.num_prefix
+        plan = self._cpu_decoder_plan() if hidden.device.type == "cpu" else None
+        if plan is not None:
+            out = cpu_decoder.decode_step(plan, hidden, cos, sin, batch, caches, num_prefix)
+            if out is not None:
+                return out
         for layer, cache in zip(self.transformer.encoder.layers, caches, strict=True):
             hidden = layer(hidden, cos, sin, batch, cache, num_prefix)
         return self.transformer.encoder.final_layernorm(hidden)
+
+    def _cpu_decoder_plan(self) -> cpu_decoder.DecoderPlan | None:
+        if self._decoder_plan is None:
+            self._decoder_plan = cpu_decoder.make_plan(self) or False
+        return self._decoder_plan or None
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.transformer.output_layer(hidden).float()  # (num_rows, vocab_size)
