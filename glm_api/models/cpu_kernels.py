@@ -64,6 +64,8 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "glm_quantize_rows_f32": (None, [_P, _I64, _I64, _F32, _F32, _P, _P]),
     # acc, rows, dim, scales, bias, out
     "glm_scale_rows_f32": (None, [_P, _I64, _I64, _P, _P, _P]),
+    # x, rows, dim, row_stride, out (int64)
+    "glm_argmax_rows_f32": (None, [_P, _I64, _I64, _I64, _P]),
     # decoder, hidden, M, cos, sin, slots, lengths, key_caches, value_caches, cache_len,
     # rows, work, threads -> attention tasks left undone (no scratch memory)
     "glm_decode_step_f32": (_I64, [_P, _P, _I64, _P, _P, _P, _P, _P, _P, _I64, _P, _P, _INT]),

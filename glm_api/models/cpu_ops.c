@@ -147,3 +147,54 @@ void glm_scale_rows_f32(const float *acc, int64_t rows, int64_t dim, const float
         for (; d < dim; d++) o[d] = bias ? a[d] * s + bias[d] : a[d] * s;
     }
 }
+
+/* out[r] = the index of row r's largest value (x: rows of `dim`, row r at x + r * stride), as
+ * torch.argmax: the first index of the maximum, or of the first NaN where a row has one.
+ * Each lane keeps its first strict maximum; lanes then tie-break on the lower index. */
+void glm_argmax_rows_f32(const float *x, int64_t rows, int64_t dim, int64_t stride,
+                         int64_t *out) {
+#pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = x + r * stride;
+        int64_t best = 0, d = 0;
+        float top = row[0];
+        if (dim >= 8) {
+            __m256 top8 = _mm256_loadu_ps(row), nan8 = _mm256_cmp_ps(top8, top8, _CMP_UNORD_Q);
+            __m256i at8 = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), step = _mm256_set1_epi32(8);
+            __m256i here = at8;
+            for (d = 8; d + 8 <= dim; d += 8) {
+                __m256 v = _mm256_loadu_ps(row + d);
+                here = _mm256_add_epi32(here, step);
+                __m256 greater = _mm256_cmp_ps(v, top8, _CMP_GT_OQ);
+                nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+                top8 = _mm256_blendv_ps(top8, v, greater);
+                at8 = _mm256_castps_si256(_mm256_blendv_ps(
+                    _mm256_castsi256_ps(at8), _mm256_castsi256_ps(here), greater));
+            }
+            if (_mm256_movemask_ps(nan8)) { /* rare: the first NaN wins, as in torch */
+                for (int64_t i = 0; i < dim; i++)
+                    if (row[i] != row[i]) {
+                        best = i;
+                        break;
+                    }
+                out[r] = best;
+                continue;
+            }
+            float lanes[8];
+            int32_t at[8];
+            _mm256_storeu_ps(lanes, top8);
+            _mm256_storeu_si256((__m256i *)at, at8);
+            top = lanes[0], best = at[0];
+            for (int i = 1; i < 8; i++)
+                if (lanes[i] > top || (lanes[i] == top && at[i] < best)) top = lanes[i], best = at[i];
+        }
+        for (; d < dim; d++) {
+            if (row[d] != row[d]) { /* the vectors held none: this is the first NaN */
+                best = d;
+                break;
+            }
+            if (row[d] > top) top = row[d], best = d;
+        }
+        out[r] = best;
+    }
+}

@@ -158,6 +158,23 @@ def test_silu_mul_matches_pytorch() -> None:
     assert torch.equal(cpu_ops.silu_mul(gate_up[1:2]), fused[1:2])
 
 
+def test_argmax_rows_is_torchs_argmax_ties_nan_and_infinities_included() -> None:
+    generator = torch.Generator().manual_seed(5)
+    logits = torch.randn(16, 1003, generator=generator)[:, :1001]  # strided rows, a tail
+    assert torch.equal(cpu_ops.argmax_rows(logits), logits.argmax(dim=-1))
+    for dim in (1, 7, 8, 9, 17, 40):
+        for case in range(12):
+            x = torch.randint(-3, 3, (4, dim), generator=generator).float()  # many ties
+            if case % 3 == 0:
+                x[torch.rand(4, dim, generator=generator) < 0.2] = float("nan")
+            if case % 4 == 0:
+                x[torch.rand(4, dim, generator=generator) < 0.3] = float("inf")
+            if case == 5:
+                x[:] = float("-inf")
+            assert torch.equal(cpu_ops.argmax_rows(x), x.argmax(dim=-1)), (dim, case)
+    assert cpu_ops.argmax_rows(torch.randn(3, 8).t()) is None  # columns strided: PyTorch's
+
+
 def test_the_kernels_stay_out_of_autograd() -> None:
     weight = torch.ones(16, requires_grad=True)
     x = torch.randn(2, 16, requires_grad=True)
