@@ -30,7 +30,8 @@ log = logging.getLogger("glm_api.models")
 
 _HERE = Path(__file__).parent
 SOURCES = tuple(
-    _HERE / name for name in ("cpu_gemm.c", "cpu_attention.c", "cpu_ops.c", "cpu_decoder.c")
+    _HERE / name
+    for name in ("cpu_gemm.c", "cpu_attention.c", "cpu_ops.c", "cpu_decoder.c", "cpu_gemm_int8.c")
 )
 HEADERS = (_HERE / "cpu_simd.h",)
 # no contraction of a * b + c into one FMA where the C says two operations: elementwise
@@ -64,6 +65,8 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "glm_quantize_rows_f32": (None, [_P, _I64, _I64, _F32, _F32, _P, _P]),
     # acc, rows, dim, scales, bias, out
     "glm_scale_rows_f32": (None, [_P, _I64, _I64, _P, _P, _P]),
+    # x, M, K, panels, col_sums, w_scales, N, bias, out, threads -> 0, or -1: no memory
+    "glm_linear_int8": (_I64, [_P, _I64, _I64, _P, _P, _P, _I64, _P, _P, _INT]),
     # x, rows, dim, row_stride, out (int64)
     "glm_argmax_rows_f32": (None, [_P, _I64, _I64, _I64, _P]),
     # decoder, hidden, M, cos, sin, slots, lengths, key_caches, value_caches, cache_len,

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glm_api.models import cpu_ops
+from glm_api.models import cpu_gemm_int8, cpu_ops
 from glm_api.quant.probe import kernel_agrees
 
 _MIN_SCALE = 1e-12
@@ -72,6 +72,8 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_scale", torch.ones(out_features, device=device))
         self.register_buffer("bias", torch.zeros(out_features, device=device) if bias else None)
         self._packed: Any = None  # fbgemm LinearPackedParams once packed (CPU only)
+        #: our kernel's (panels, column sums, scales) once packed, in place of fbgemm's
+        self._panels: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self._pin: torch.Tensor | None = None  # (1, in): fixes fbgemm's activation scale to 1
         self._has_device_kernel: bool | None = None  # non-CPU: decided on the first forward
 
@@ -98,8 +100,8 @@ class Int8Linear(nn.Module):
         rows = x.reshape(-1, self.in_features)  # (M, in)
         if x.device.type != "cpu":
             out = self._add_bias(self._forward_device(rows))
-        elif _has_fbgemm():
-            out = self._forward_fbgemm(rows)  # adds the bias with the rescale
+        elif _has_fbgemm() or cpu_gemm_int8.load() is not None:
+            out = self._forward_cpu(rows)  # adds the bias with the rescale
         else:
             out = self._add_bias(self._forward_int_mm(rows))
         return out.to(x.dtype).reshape(*x.shape[:-1], self.out_features)
@@ -132,9 +134,13 @@ class Int8Linear(nn.Module):
             dtype,
         )
 
-    def _forward_fbgemm(self, rows: torch.Tensor) -> torch.Tensor:
-        if self._packed is None:
+    def _forward_cpu(self, rows: torch.Tensor) -> torch.Tensor:
+        if self._packed is None and self._panels is None:
             self._pack()
+        library = cpu_gemm_int8.load()
+        if self._panels is not None and library is not None:
+            rows = rows.float()
+            return cpu_gemm_int8.linear(library, rows, self._panels, self.out_features, self.bias)
         assert self._pin is not None
         # the pin row, then each row's codes: one C pass where our kernels run (same bits)
         fused = cpu_ops.quantize_rows(rows, float(_ACT_LEVELS), _MIN_SCALE)
@@ -153,6 +159,10 @@ class Int8Linear(nn.Module):
         return acc.float() * scale * self.weight_scale.float()
 
     def _pack(self) -> None:
+        if cpu_gemm_int8.load() is not None:  # ours: the same bits, faster (cpu_gemm_int8.py)
+            self._panels = cpu_gemm_int8.pack(self.weight, self.weight_scale)
+            self.weight = torch.empty(0, dtype=torch.int8)
+            return
         num_out = self.out_features
         with warnings.catch_warnings():  # the quantized-tensor API warns it is deprecated
             warnings.simplefilter("ignore")
@@ -168,7 +178,18 @@ class Int8Linear(nn.Module):
         self._pin = pin
         self.weight = torch.empty(0, dtype=torch.int8)  # the packed copy replaces it
 
+    def int8_panels(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """cpu_gemm_int8's (panels, column sums, scales), packed now if not yet; None where
+        our kernel does not run (models/cpu_decoder.py then leaves this model to Python)."""
+        if self.weight_scale.device.type != "cpu" or cpu_gemm_int8.load() is None:
+            return None
+        if self._panels is None and self._packed is None:
+            self._pack()
+        return self._panels
+
     def _unpacked_weight(self) -> torch.Tensor:
+        if self._panels is not None:
+            return cpu_gemm_int8.unpack(self._panels[0], self.out_features, self.in_features)
         if self._packed is None:
             return self.weight
         with warnings.catch_warnings():
@@ -177,9 +198,9 @@ class Int8Linear(nn.Module):
             return qweight.int_repr().clone()  # (out, in) int8
 
     def _unpack(self) -> None:
-        if self._packed is not None:
+        if self._packed is not None or self._panels is not None:
             self.weight = self._unpacked_weight()
-            self._packed = None
+            self._packed, self._panels = None, None
             self._pin = None
 
     def _save_to_state_dict(self, destination: Any, prefix: str, keep_vars: bool) -> None:
@@ -187,7 +208,7 @@ class Int8Linear(nn.Module):
         destination[prefix + "weight"] = self._unpacked_weight()
 
     def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
-        self._packed, self._pin = None, None
+        self._packed, self._pin, self._panels = None, None, None
         if self.weight.numel() == 0:  # packed before: restore the shape load checks against
             self.weight = torch.zeros(self.out_features, self.in_features, dtype=torch.int8)
         super()._load_from_state_dict(state_dict, prefix, *args)

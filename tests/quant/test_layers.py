@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from glm_api.config import Quantize
+from glm_api.models import cpu_gemm_int8
 from glm_api.quant import (
     Int4Linear,
     Int8Linear,
@@ -84,7 +85,7 @@ def test_batch_invariance(mode: Quantize) -> None:
         assert torch.equal(model(x[2:5]), together[2:5])
 
 
-def test_int8_is_exact_integer_arithmetic() -> None:
+def test_int8_is_exact_integer_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     layer = Int8Linear.from_linear(nn.Linear(256, 96), CPU)
     x = inputs(num_rows=5)
@@ -92,20 +93,22 @@ def test_int8_is_exact_integer_arithmetic() -> None:
     exact = codes.double() @ layer.weight.double().t()  # (5, 96), exact integers
     assert layer.bias is not None
     expected = exact * scale.double() * layer.weight_scale.double() + layer.bias.double()
-    fallback = copy.deepcopy(layer)
+    via_fbgemm, via_int_mm = copy.deepcopy(layer), copy.deepcopy(layer)
     with torch.no_grad():
-        got = layer(x)  # fbgemm
-        int8_module._has_fbgemm = lambda: False  # type: ignore[assignment]
-        try:
-            via_int_mm = fallback(x)
-        finally:
-            int8_module._has_fbgemm = lambda: True  # type: ignore[assignment]
+        got = layer(x)  # our kernel where it loads, else fbgemm
+        with monkeypatch.context() as patch:
+            patch.setattr(cpu_gemm_int8, "load", lambda: None)
+            fbgemm_out = via_fbgemm(x)
+            patch.setattr(int8_module, "_has_fbgemm", lambda: False)
+            int_mm_out = via_int_mm(x)
+    assert via_fbgemm._packed is not None and via_int_mm._packed is None
+    assert torch.equal(got, fbgemm_out)  # our kernel: fbgemm's bits
     assert torch.allclose(got.double(), expected, rtol=1e-6, atol=1e-6)
-    assert torch.allclose(via_int_mm.double(), expected, rtol=1e-6, atol=1e-6)
+    assert torch.allclose(int_mm_out.double(), expected, rtol=1e-6, atol=1e-6)
     # the path of other devices: float activations times the dequantized weight
-    weight = fallback.weight.double() * fallback.weight_scale.double()[:, None]  # never packed
+    weight = via_int_mm.weight.double() * via_int_mm.weight_scale.double()[:, None]  # never packed
     reference = x.double() @ weight.t() + layer.bias.double()
-    dequantized = fallback._forward_dequantized(x) + fallback.bias
+    dequantized = via_int_mm._forward_dequantized(x) + via_int_mm.bias
     assert torch.allclose(dequantized.double(), reference, rtol=1e-5, atol=1e-5)
     assert relative_error(got, reference) <= 0.02  # per-row 7-bit activations: 1.4% measured
 

@@ -1,0 +1,156 @@
+/* INT8 linear layers on x86 CPUs with AVX2: out = dequant(q(x) @ w^T) (+ bias).
+ *
+ * Built and loaded by cpu_kernels.py; called through cpu_gemm_int8.py for quant/int8.py's
+ * Int8Linear. Weights are int8 in [-127, 127] with one float scale per output channel; each
+ * input row is quantized here to integers in [-63, 63] with its own scale
+ * s = max(max |x|, 1e-12) / 63, code = round-half-even(x / s), as int8.py's PyTorch code.
+ *
+ * The integer sums: AVX2 has no int8 dot product, only vpmaddubsw (unsigned x signed bytes,
+ * pairs added in int16). Codes are stored plus 64, in [1, 127], so a pair is at most
+ * 2 x 127 x 127 < 2^15 and never saturates; the 64 x (column sum of w) that adds is taken off
+ * afterwards. Sums are int32 and exact, in any order, so a row's result does not depend on
+ * the other rows or on the number of threads (batch invariance).
+ *
+ * Every output is then float(sum) * w_scale[n], times the row's scale, plus the bias: the
+ * roundings of fbgemm's dynamic linear (activation scale exactly 1) followed by int8.py's
+ * rescale, so the result has the same bits as the fbgemm path it replaces (tested).
+ *
+ * Layout: panels of 16 output channels, panel[p][g][j][t] = w[16 p + j][4 g + t], K padded to
+ * a multiple of 4 and N to a multiple of 16 with zeros. One ymm holds 8 channels x 4 k; a
+ * broadcast of 4 codes feeds it, and vpmaddwd against ones adds the pairs into int32. Rows go
+ * 4 at a time against a panel (8 accumulators, 2 weight vectors): the panel (16 K bytes)
+ * stays in L1 while every row passes over it.
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define PANEL 16
+#define ROWS 4
+#define OFFSET 64
+#define LEVELS 63.0f
+
+/* one row of x (K floats) -> codes + 64 (K4 bytes, the padding 64: zero) and its scale;
+ * a NaN anywhere makes the scale NaN (and so the row's outputs), as in int8.py */
+static void quantize_row(const float *x, int64_t K, int64_t K4, uint8_t *codes, float *scale) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 top8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 v = _mm256_loadu_ps(x + k);
+        top8 = _mm256_max_ps(top8, _mm256_andnot_ps(sign, v));
+        nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    float lanes[8], top = 0.0f;
+    _mm256_storeu_ps(lanes, top8);
+    for (int i = 0; i < 8; i++) top = fmaxf(top, lanes[i]);
+    int has_nan = _mm256_movemask_ps(nan8) != 0;
+    for (; k < K; k++) {
+        top = fmaxf(top, fabsf(x[k]));
+        has_nan |= x[k] != x[k];
+    }
+    float s = has_nan ? __builtin_nanf("") : fmaxf(top, 1e-12f) / LEVELS;
+    *scale = s;
+    if (has_nan || !(s < INFINITY)) { /* no codes to speak of: zeros (the scale tells) */
+        for (k = 0; k < K4; k++) codes[k] = OFFSET;
+        return;
+    }
+    __m256 s8 = _mm256_set1_ps(s);
+    for (k = 0; k + 8 <= K; k += 8) {
+        __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(x + k), s8),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256i c = _mm256_add_epi32(_mm256_cvtps_epi32(q), _mm256_set1_epi32(OFFSET));
+        int32_t v[8];
+        _mm256_storeu_si256((__m256i *)v, c);
+        for (int i = 0; i < 8; i++) codes[k + i] = (uint8_t)v[i];
+    }
+    for (; k < K; k++) codes[k] = (uint8_t)((int32_t)nearbyintf(x[k] / s) + OFFSET);
+    for (; k < K4; k++) codes[k] = OFFSET;
+}
+
+static inline int32_t four_codes(const uint8_t *at) {
+    int32_t v;
+    memcpy(&v, at, sizeof v);
+    return v;
+}
+
+#define MAC(r)                                                                          \
+    do {                                                                                \
+        __m256i a = _mm256_set1_epi32(four_codes(codes + (r) * K4 + 4 * g));             \
+        acc##r##0 = _mm256_add_epi32(acc##r##0,                                         \
+                                     _mm256_madd_epi16(_mm256_maddubs_epi16(a, w0), one)); \
+        acc##r##1 = _mm256_add_epi32(acc##r##1,                                         \
+                                     _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), one)); \
+    } while (0)
+
+/* `rows` (1..4, a constant where inlined) rows of codes x one panel -> int32 sums (rows, 16) */
+static inline __attribute__((always_inline)) void tile(const uint8_t *codes, int64_t K4,
+                                                       const int rows, const int8_t *panel,
+                                                       int32_t *sums) {
+    const __m256i one = _mm256_set1_epi16(1);
+    __m256i acc00 = _mm256_setzero_si256(), acc01 = acc00, acc10 = acc00, acc11 = acc00;
+    __m256i acc20 = acc00, acc21 = acc00, acc30 = acc00, acc31 = acc00;
+    for (int64_t g = 0; g < K4 / 4; g++) {
+        __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + g * 64));
+        __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + g * 64 + 32));
+        MAC(0);
+        if (rows > 1) MAC(1);
+        if (rows > 2) MAC(2);
+        if (rows > 3) MAC(3);
+    }
+    __m256i lo[ROWS] = {acc00, acc10, acc20, acc30}, hi[ROWS] = {acc01, acc11, acc21, acc31};
+    for (int r = 0; r < rows; r++) {
+        _mm256_storeu_si256((__m256i *)(sums + r * PANEL), lo[r]);
+        _mm256_storeu_si256((__m256i *)(sums + r * PANEL + 8), hi[r]);
+    }
+}
+
+/* x (M, K) float32; panels (N16 / 16, K4 / 4, 16, 4) int8; col_sums, w_scales (N16);
+ * bias (N) or NULL; out (M, N). Returns 0, or -1 when there is no memory for the codes. */
+int64_t glm_linear_int8(const float *x, int64_t M, int64_t K, const int8_t *panels,
+                        const int32_t *col_sums, const float *w_scales, int64_t N,
+                        const float *bias, float *out, int num_threads) {
+    int64_t K4 = (K + 3) & ~(int64_t)3, num_panels = (N + PANEL - 1) / PANEL;
+    uint8_t *codes = aligned_alloc(64, (size_t)(((M * K4) + 63) & ~(int64_t)63));
+    float *scales = malloc((size_t)M * sizeof(float));
+    if (!codes || !scales) {
+        free(codes);
+        free(scales);
+        return -1;
+    }
+#pragma omp parallel num_threads(num_threads)
+    {
+#pragma omp for schedule(static)
+        for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, K4, codes + m * K4, scales + m);
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < num_panels; p++) {
+            const int8_t *panel = panels + p * K4 * PANEL;
+            int64_t n0 = p * PANEL;
+            int valid = (int)(N - n0 < PANEL ? N - n0 : PANEL);
+            int32_t sums[ROWS * PANEL];
+            for (int64_t m = 0; m < M; m += ROWS) {
+                int rows = (int)(M - m < ROWS ? M - m : ROWS);
+                const uint8_t *c = codes + m * K4;
+                switch (rows) {
+                    case 4: tile(c, K4, 4, panel, sums); break;
+                    case 3: tile(c, K4, 3, panel, sums); break;
+                    case 2: tile(c, K4, 2, panel, sums); break;
+                    default: tile(c, K4, 1, panel, sums); break;
+                }
+                for (int r = 0; r < rows; r++) {
+                    float *o = out + (m + r) * N + n0, s = scales[m + r];
+                    for (int j = 0; j < valid; j++) {
+                        int32_t exact = sums[r * PANEL + j] - OFFSET * col_sums[n0 + j];
+                        float v = ((float)exact * w_scales[n0 + j]) * s;
+                        o[j] = bias ? v + bias[n0 + j] : v;
+                    }
+                }
+            }
+        }
+    }
+    free(codes);
+    free(scales);
+    return 0;
+}
