@@ -1,4 +1,5 @@
-/* A whole decode step of the v2+ GLM decoder (glm.py) in one call, float32, AVX2/FMA CPUs.
+/* A whole decode step of the v2+ GLM decoder (glm.py) in one call, float32 activations
+ * (float32 or INT8 linears), AVX2/FMA CPUs.
  *
  * Built and loaded by cpu_kernels.py; called through cpu_decoder.py. It runs, layer after
  * layer, exactly the kernels glm.py's Python code calls on a decode step, in the same order
@@ -31,13 +32,33 @@ void glm_rotary_interleaved_f32(float *x, int64_t rows, int64_t row_stride, int6
                                 int64_t head_dim, int64_t half, const float *cos,
                                 const float *sin);
 void glm_silu_mul_f32(const float *gate_up, int64_t rows, int64_t inner, float *out);
+int64_t glm_linear_int8(const float *x, int64_t M, int64_t K, const int8_t *panels,
+                        const int32_t *col_sums, const float *w_scales, int64_t N,
+                        const float *bias, float *out, int num_threads);
 
-/* One decoder layer's weights (cpu_decoder.py's _Layer): panels as cpu_gemm.c takes them,
- * biases and the two optional GLM-4-0414 norms NULL where absent. */
+/* One linear (cpu_decoder.py's _Linear): float32 panels as cpu_gemm.c takes them, or int8
+ * panels with their column sums and scales as cpu_gemm_int8.c takes them (col_sums set). */
 typedef struct {
-    const float *input_norm, *qkv, *qkv_bias, *dense, *dense_bias, *post_self_attn_norm;
-    const float *post_attention_norm, *gate_up, *gate_up_bias, *down, *down_bias;
-    const float *post_mlp_norm;
+    const void *panels;
+    const int32_t *col_sums;
+    const float *scales, *bias;
+} glm_linear;
+
+/* out (M, N) = x (M, K) through the linear; 0, or -1 when INT8 finds no memory */
+static int64_t linear(const glm_linear *w, const float *x, int64_t M, int64_t K, int64_t N,
+                      float *out, int num_threads) {
+    if (w->col_sums)
+        return glm_linear_int8(x, M, K, w->panels, w->col_sums, w->scales, N, w->bias, out,
+                               num_threads);
+    glm_linear_f32(x, M, K, w->panels, N, w->bias, out, num_threads);
+    return 0;
+}
+
+/* One decoder layer's weights (cpu_decoder.py's _Layer): biases and the two optional
+ * GLM-4-0414 norms NULL where absent. */
+typedef struct {
+    glm_linear qkv, dense, gate_up, down;
+    const float *input_norm, *post_self_attn_norm, *post_attention_norm, *post_mlp_norm;
 } glm_layer;
 
 /* The model's shape (cpu_decoder.py's _Decoder). */
@@ -60,7 +81,8 @@ static const float *post_norm(const glm_decoder *d, const float *weight, const f
  * sequence r's one new token at cache position lengths[r] of slot slots[r]; cos/sin
  * (M, rotary_half). key_caches/value_caches: per layer (num_slots, num_kv_heads, cache_len,
  * head_dim). work: M * (3 hidden + qkv width + q width + 3 intermediate) floats.
- * Returns 0, or the attention's count of tasks left undone for want of scratch memory. */
+ * Returns 0, or the count of attention tasks left undone for want of scratch memory, or -1
+ * when an INT8 linear found no memory for its codes. */
 int64_t glm_decode_step_f32(const glm_decoder *d, float *hidden, int64_t M, const float *cos,
                             const float *sin, const int64_t *slots, const int64_t *lengths,
                             float *const *key_caches, float *const *value_caches,
@@ -76,7 +98,7 @@ int64_t glm_decode_step_f32(const glm_decoder *d, float *hidden, int64_t M, cons
     glm_rms_norm_f32(hidden, d->layers[0].input_norm, d->eps, M, H, normed);
     for (int64_t l = 0; l < d->num_layers; l++) {
         const glm_layer *w = d->layers + l;
-        glm_linear_f32(normed, M, H, w->qkv, qkv_width, w->qkv_bias, qkv, num_threads);
+        if (linear(&w->qkv, normed, M, H, qkv_width, qkv, num_threads)) return -1;
         glm_rotary_interleaved_f32(qkv, M, qkv_width, d->num_heads + d->num_kv_heads, D,
                                    d->rotary_half, cos, sin);
         int64_t undone = glm_decode_attention_f32(
@@ -84,12 +106,12 @@ int64_t glm_decode_step_f32(const glm_decoder *d, float *hidden, int64_t M, cons
             key_caches[l], value_caches[l], cache_len, rows, slots, lengths, M, d->num_heads,
             d->num_kv_heads, D, d->scale, attn, num_threads);
         if (undone) return undone;
-        glm_linear_f32(attn, M, q_width, w->dense, H, w->dense_bias, delta, num_threads);
+        if (linear(&w->dense, attn, M, q_width, H, delta, num_threads)) return -1;
         glm_add_rms_norm_f32(hidden, post_norm(d, w->post_self_attn_norm, delta, sum, M),
                              w->post_attention_norm, d->eps, M, H, hidden, normed);
-        glm_linear_f32(normed, M, H, w->gate_up, 2 * I, w->gate_up_bias, gate_up, num_threads);
+        if (linear(&w->gate_up, normed, M, H, 2 * I, gate_up, num_threads)) return -1;
         glm_silu_mul_f32(gate_up, M, I, act);
-        glm_linear_f32(act, M, I, w->down, H, w->down_bias, delta, num_threads);
+        if (linear(&w->down, act, M, I, H, delta, num_threads)) return -1;
         /* the residual add, fused with the norm that reads it next */
         const float *next_norm = l + 1 < d->num_layers ? d->layers[l + 1].input_norm : d->final_norm;
         glm_add_rms_norm_f32(hidden, post_norm(d, w->post_mlp_norm, delta, sum, M), next_norm,

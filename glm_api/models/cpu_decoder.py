@@ -8,9 +8,10 @@ order on the same values, so its outputs are the Python path's to the bit (teste
 request's ids do not depend on which path a step took.
 
 It runs a step when every row of it decodes (one new token per sequence) and the model is
-what the kernels take: float32 `PackedLinear`s on our kernel, RMSNorm weights on the CPU,
-widths the kernels support. Everything else (prefill chunks, other dtypes, INT8/INT4,
-autograd) keeps glm.py's Python path. The plan (a C array of the layers' weight pointers) is
+what the kernels take: float32 activations, linears that are float32 `PackedLinear`s or
+INT8 `Int8Linear`s on our kernels (cpu_gemm.c, cpu_gemm_int8.c), RMSNorm weights on the CPU,
+widths the kernels support. Everything else (prefill chunks, other dtypes, INT4, autograd)
+keeps glm.py's Python path. The plan (a C array of the layers' weight pointers) is
 made once per model and holds its tensors, so the pointers stay valid while it lives; an
 inference model's weights do not change after loading.
 """
@@ -31,14 +32,16 @@ if TYPE_CHECKING:
     from glm_api.models.glm import GLMBlock, GLMForCausalLM
 
 _P, _I64, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-_LAYER_FIELDS = (
-    "input_norm", "qkv", "qkv_bias", "dense", "dense_bias", "post_self_attn_norm",
-    "post_attention_norm", "gate_up", "gate_up_bias", "down", "down_bias", "post_mlp_norm",
-)  # fmt: skip
+_LINEARS = ("qkv", "dense", "gate_up", "down")
+_NORMS = ("input_norm", "post_self_attn_norm", "post_attention_norm", "post_mlp_norm")
+
+
+class _Linear(ctypes.Structure):  # cpu_decoder.c's glm_linear
+    _fields_ = [(name, _P) for name in ("panels", "col_sums", "scales", "bias")]
 
 
 class _Layer(ctypes.Structure):  # cpu_decoder.c's glm_layer
-    _fields_ = [(name, _P) for name in _LAYER_FIELDS]
+    _fields_ = [*((name, _Linear) for name in _LINEARS), *((name, _P) for name in _NORMS)]
 
 
 class _Decoder(ctypes.Structure):  # cpu_decoder.c's glm_decoder
@@ -76,6 +79,31 @@ def _usable(tensor: torch.Tensor | None) -> bool:
     )
 
 
+def _linear(
+    module: torch.nn.Module, shape: tuple[int, int], tensors: list[torch.Tensor]
+) -> _Linear | None:
+    """The C view of a float32 `PackedLinear` on our kernel, or of a linear whose
+    `int8_panels()` gives cpu_gemm_int8's (panels, column sums, scales): quant's Int8Linear."""
+    if (getattr(module, "in_features", None), getattr(module, "out_features", None)) != shape:
+        return None
+    int8_panels = getattr(module, "int8_panels", None)
+    parts: tuple[torch.Tensor | None, ...]
+    if isinstance(module, PackedLinear) and module.uses_cpu_gemm:
+        panels, parts = module.packed_weight, (None, None)
+    elif callable(int8_panels) and (packed := int8_panels()) is not None:
+        panels, parts = packed[0], packed[1:]
+    else:
+        return None
+    bias = getattr(module, "bias", None)
+    if not all(
+        t is None or (t.device.type == "cpu" and t.is_contiguous()) for t in (panels, *parts)
+    ):
+        return None
+    if not _usable(bias):
+        return None
+    return _Linear(*(_ptr(t, tensors) for t in (panels, *parts, bias)))
+
+
 def make_plan(model: GLMForCausalLM) -> DecoderPlan | None:
     """The plan, or None where a layer is not what the kernels take (Python path then)."""
     config = model.config
@@ -102,15 +130,11 @@ def make_plan(model: GLMForCausalLM) -> DecoderPlan | None:
             "gate_up": mlp.dense_h_to_4h,
             "down": mlp.dense_4h_to_h,
         }
-        for name, linear in linears.items():
-            if not isinstance(linear, PackedLinear) or not linear.uses_cpu_gemm:
+        for name, module in linears.items():
+            view = _linear(module, shapes[name], tensors)
+            if view is None:
                 return None
-            if (linear.in_features, linear.out_features) != shapes[name]:
-                return None
-            if not (_usable(linear.packed_weight) and _usable(linear.bias)):
-                return None
-            setattr(entry, name, _ptr(linear.packed_weight, tensors))
-            setattr(entry, name + "_bias", _ptr(linear.bias, tensors))
+            setattr(entry, name, view)
         norms = {
             "input_norm": layer.input_layernorm,
             "post_attention_norm": layer.post_attention_layernorm,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from glm_api.config import Quantize
 from glm_api.models import cpu_decoder, cpu_kernels
 from glm_api.models.attention import AttentionBatch, LayerCache
 from glm_api.models.config import GLMConfig
 from glm_api.models.glm import GLMForCausalLM
 from glm_api.models.packed import pack_linears_
+from glm_api.quant.swap import quantize_linears_
 
 pytestmark = pytest.mark.skipif(
     cpu_kernels.load() is None, reason="no AVX2/FMA or no C compiler: PyTorch's code runs here"
@@ -18,7 +20,7 @@ pytestmark = pytest.mark.skipif(
 SLOTS, CACHE_LEN = 6, 40
 
 
-def _model(**overrides: object) -> GLMForCausalLM:
+def _model(quantize: Quantize | None = None, **overrides: object) -> GLMForCausalLM:
     fields: dict = dict(
         vocab_size=96, hidden_size=64, num_layers=3, num_attention_heads=4, num_kv_heads=2,
         head_dim=16, intermediate_size=96,
@@ -30,7 +32,9 @@ def _model(**overrides: object) -> GLMForCausalLM:
         for name, param in model.named_parameters():  # norms away from 1, biases non-zero
             scale = 1.0 if "embeddings" in name else 0.1
             param.copy_(torch.randn(param.shape) * scale + (1.0 if "layernorm" in name else 0.0))
-    pack_linears_(model)
+    if quantize is not None:
+        quantize_linears_(model, quantize, torch.device("cpu"))
+    pack_linears_(model)  # what is left in float32 (all of it without quantize)
     return model
 
 
@@ -81,8 +85,10 @@ def _python_path(model: GLMForCausalLM) -> None:
         {},
         {"post_layer_norms": True, "add_bias_linear": True, "add_qkv_bias": False},
         {"pre_seq_len": 3, "num_kv_heads": 1, "partial_rotary_factor": 1.0},
+        {"quantize": Quantize.INT8},
+        {"quantize": Quantize.INT8, "add_bias_linear": True, "post_layer_norms": True},
     ],
-    ids=["glm4", "glm4-0414", "prefix-mqa-full-rotary"],
+    ids=["glm4", "glm4-0414", "prefix-mqa-full-rotary", "int8", "int8-0414-biases"],
 )
 def test_a_decode_step_in_c_is_the_python_path_to_the_bit(overrides: dict) -> None:
     model = _model(**overrides)
@@ -120,6 +126,8 @@ def test_models_the_kernels_cannot_take_have_no_plan() -> None:
     assert cpu_decoder.make_plan(unpacked) is None
     odd = _model(intermediate_size=100)  # SwiGLU's kernel takes multiples of 8
     assert cpu_decoder.make_plan(odd) is None
+    int4 = _model(Quantize.INT4)  # no C kernel for INT4 linears
+    assert cpu_decoder.make_plan(int4) is None
 
 
 def test_a_slot_outside_the_cache_is_refused_before_anything_is_written() -> None:
