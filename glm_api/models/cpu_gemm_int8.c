@@ -124,7 +124,7 @@ int64_t glm_linear_int8(const float *x, int64_t M, int64_t K, const int8_t *pane
     {
 #pragma omp for schedule(static)
         for (int64_t m = 0; m < M; m++) quantize_row(x + m * K, K, K4, codes + m * K4, scales + m);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4) /* as cpu_gemm.c: preempted threads */
         for (int64_t p = 0; p < num_panels; p++) {
             const int8_t *panel = panels + p * K4 * PANEL;
             int64_t n0 = p * PANEL;
