@@ -80,6 +80,31 @@ def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
     assert torch.equal(ours.values, reference.values)
 
 
+def test_long_slots_odd_head_dims_and_groups_match_the_sdpa_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # several 64-row blocks of values, a head dim of 72 (4 x 16 + 8), groups of 5 query heads
+    heads, kv_heads, dim, lengths = 10, 2, 72, [150, 7, 64, 65, 129]
+    torch.manual_seed(6)
+    shape = (len(lengths), kv_heads, 160, dim)
+    ours = LayerCache(torch.randn(shape), torch.randn(shape))
+    reference = LayerCache(ours.keys.clone(), ours.values.clone())
+    qkv = torch.randn(len(lengths), (heads + 2 * kv_heads) * dim)
+    q, k, v = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
+    q, k, v = q.view(-1, heads, dim), k.view(-1, kv_heads, dim), v.view(-1, kv_heads, dim)
+
+    def batch() -> AttentionBatch:
+        n = len(lengths)
+        return AttentionBatch(list(range(n)), list(range(n)), [1] * n, lengths, [0] * n)
+
+    out = attend(q, k, v, ours, batch(), dim**-0.5)
+    with monkeypatch.context() as patch:
+        patch.setattr(cpu_attention, "load", lambda: None)
+        expected = attend(q, k, v, reference, batch(), dim**-0.5)
+    torch.testing.assert_close(out, expected, atol=2e-6, rtol=1e-5)
+    assert torch.equal(ours.keys, reference.keys) and torch.equal(ours.values, reference.values)
+
+
 @pytest.mark.parametrize("kernel", ["ours", "sdpa"])
 def test_rows_past_a_sequences_length_are_never_read(
     kernel: str, monkeypatch: pytest.MonkeyPatch
