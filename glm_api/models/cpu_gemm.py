@@ -25,7 +25,7 @@ import ctypes
 
 import torch
 
-from glm_api.models import cpu_kernels
+from glm_api.models import cpu_kernels, hugepages
 
 PANEL = 16  # outputs per weight panel (cpu_gemm.c)
 
@@ -41,7 +41,8 @@ def to_panels(weight: torch.Tensor) -> torch.Tensor:
     num_panels = -(-num_out // PANEL)
     padded = torch.zeros(num_panels * PANEL, num_in, dtype=torch.float32)
     padded[:num_out] = weight
-    return padded.reshape(num_panels, PANEL, num_in).transpose(1, 2).contiguous()
+    panels = hugepages.empty((num_panels, num_in, PANEL))  # streamed every step
+    return panels.copy_(padded.reshape(num_panels, PANEL, num_in).transpose(1, 2))
 
 
 def from_panels(panels: torch.Tensor, num_out: int) -> torch.Tensor:

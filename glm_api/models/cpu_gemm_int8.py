@@ -15,7 +15,7 @@ import ctypes
 
 import torch
 
-from glm_api.models import cpu_kernels
+from glm_api.models import cpu_kernels, hugepages
 
 PANEL = 16  # output channels per panel (cpu_gemm_int8.c)
 
@@ -36,7 +36,8 @@ def pack(
     num_panels, num_groups = -(-num_out // PANEL), -(-num_in // 4)
     padded = torch.zeros(num_panels * PANEL, num_groups * 4, dtype=torch.int8)
     padded[:num_out, :num_in] = weight
-    panels = padded.reshape(num_panels, PANEL, num_groups, 4).permute(0, 2, 1, 3).contiguous()
+    panels = hugepages.empty((num_panels, num_groups, PANEL, 4), torch.int8)  # streamed every step
+    panels.copy_(padded.reshape(num_panels, PANEL, num_groups, 4).permute(0, 2, 1, 3))
     col_sums = padded.sum(dim=1, dtype=torch.int32)
     scales = torch.zeros(num_panels * PANEL, dtype=torch.float32)
     scales[:num_out] = scale.float()
