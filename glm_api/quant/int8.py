@@ -5,8 +5,10 @@ State dict (the same as THUDM's 8-bit layout, so one class loads both): `weight`
 
 Batch invariance: each row of the input is quantized with its own scale to exact integers in
 [-63, 63]; the integer products are summed in int32, which is exact in any order, so a row's
-output never depends on the other rows. On CPU the sums run in PyTorch's fbgemm dynamic linear
-with `reduce_range` (7-bit activations): on CPUs without VNNI (AVX2, AVX-512 before VNNI)
+output never depends on the other rows. On a CPU where our kernels build, the whole linear is
+one call to glm_api/models/cpu_gemm_int8.c (quantize, exact sums, rescale: fbgemm's bits,
+faster; the plain weight is replaced by its panels at the first forward). Otherwise the sums
+run in PyTorch's fbgemm dynamic linear with `reduce_range` (7-bit activations): on CPUs without VNNI (AVX2, AVX-512 before VNNI)
 fbgemm adds pairs of u8 x s8 products in int16, which saturates for 8-bit activations (measured
 on an AVX2 EPYC: errors of 20% of the output) and never for 7-bit ones (2 x 127 x 127 < 2^15).
 fbgemm computes its activation scale over the whole tensor, so one constant row (64 and -63s)
@@ -21,8 +23,8 @@ Around the fbgemm call, the rows are quantized (pin row in front) and scaled bac
 pass each where our CPU kernels run (glm_api/models/cpu_ops.py): the same bits as the PyTorch
 code here, which stays the fallback.
 
-The fbgemm weight is packed on the first CPU forward and the plain int8 copy is then freed;
-`state_dict()` unpacks it again. Not here: choosing layers (swap.py), files (checkpoint.py).
+The weight is packed (our panels, else fbgemm's) on the first CPU forward and the plain int8
+copy is then freed; `state_dict()` unpacks it again. Not here: choosing layers (swap.py), files (checkpoint.py).
 """
 
 from __future__ import annotations
