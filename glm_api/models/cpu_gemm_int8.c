@@ -141,6 +141,20 @@ int64_t glm_linear_int8(const float *x, int64_t M, int64_t K, const int8_t *pane
                 }
                 for (int r = 0; r < rows; r++) {
                     float *o = out + (m + r) * N + n0, s = scales[m + r];
+                    if (valid == PANEL) { /* the same operations, 8 outputs at a time */
+                        for (int j = 0; j < PANEL; j += 8) {
+                            __m256i exact = _mm256_sub_epi32(
+                                _mm256_loadu_si256((const __m256i *)(sums + r * PANEL + j)),
+                                _mm256_mullo_epi32(_mm256_loadu_si256((const __m256i *)(col_sums + n0 + j)),
+                                                   _mm256_set1_epi32(OFFSET)));
+                            __m256 v = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(exact),
+                                                                   _mm256_loadu_ps(w_scales + n0 + j)),
+                                                     _mm256_set1_ps(s));
+                            if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + n0 + j));
+                            _mm256_storeu_ps(o + j, v);
+                        }
+                        continue;
+                    }
                     for (int j = 0; j < valid; j++) {
                         int32_t exact = sums[r * PANEL + j] - OFFSET * col_sums[n0 + j];
                         float v = ((float)exact * w_scales[n0 + j]) * s;
