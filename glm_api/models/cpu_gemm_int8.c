@@ -27,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_simd.h"
+
 #define PANEL 16
 #define ROWS 4
 #define OFFSET 64
@@ -35,22 +37,9 @@
 /* one row of x (K floats) -> codes + 64 (K4 bytes, the padding 64: zero) and its scale;
  * a NaN anywhere makes the scale NaN (and so the row's outputs), as in int8.py */
 static void quantize_row(const float *x, int64_t K, int64_t K4, uint8_t *codes, float *scale) {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 top8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
-    int64_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 v = _mm256_loadu_ps(x + k);
-        top8 = _mm256_max_ps(top8, _mm256_andnot_ps(sign, v));
-        nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-    }
-    float lanes[8], top = 0.0f;
-    _mm256_storeu_ps(lanes, top8);
-    for (int i = 0; i < 8; i++) top = fmaxf(top, lanes[i]);
-    int has_nan = _mm256_movemask_ps(nan8) != 0;
-    for (; k < K; k++) {
-        top = fmaxf(top, fabsf(x[k]));
-        has_nan |= x[k] != x[k];
-    }
+    int has_nan;
+    float top = abs_max(x, K, &has_nan);
+    int64_t k;
     float s = has_nan ? __builtin_nanf("") : fmaxf(top, 1e-12f) / LEVELS;
     *scale = s;
     if (has_nan || !(s < INFINITY)) { /* no codes to speak of: zeros (the scale tells) */

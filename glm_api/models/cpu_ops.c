@@ -98,25 +98,12 @@ void glm_quantize_rows_f32(const float *x, int64_t rows, int64_t dim, float leve
                            float min_scale, float *codes, float *scales) {
     codes[0] = levels + 1.0f;
     for (int64_t d = 1; d < dim; d++) codes[d] = -levels;
-    const __m256 sign = _mm256_set1_ps(-0.0f);
 #pragma omp parallel for schedule(static) if (rows * dim >= PARALLEL_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *row = x + r * dim;
-        __m256 top8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
-        int64_t d = 0;
-        for (; d + 8 <= dim; d += 8) {
-            __m256 v = _mm256_loadu_ps(row + d);
-            top8 = _mm256_max_ps(top8, _mm256_andnot_ps(sign, v));
-            nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-        }
-        float lanes[8], top = 0.0f;
-        _mm256_storeu_ps(lanes, top8);
-        for (int i = 0; i < 8; i++) top = fmaxf(top, lanes[i]);
-        int has_nan = _mm256_movemask_ps(nan8) != 0;
-        for (; d < dim; d++) {
-            top = fmaxf(top, fabsf(row[d]));
-            has_nan |= row[d] != row[d];
-        }
+        int has_nan;
+        float top = abs_max(row, dim, &has_nan);
+        int64_t d;
         /* a NaN makes the row's scale NaN, as torch's amax does */
         float scale = has_nan ? __builtin_nanf("") : fmaxf(top, min_scale) / levels;
         __m256 s8 = _mm256_set1_ps(scale);

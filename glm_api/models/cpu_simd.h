@@ -2,6 +2,8 @@
 #ifndef GLM_CPU_SIMD_H
 #define GLM_CPU_SIMD_H
 #include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
 
 /* e^x: Cody-Waite range reduction, then Cephes' degree-6 expf polynomial; within 2 ulp.
  * Inputs are clamped to [-87.3, 88.4]: no infinities, no denormals. */
@@ -28,6 +30,28 @@ static inline float hsum(__m256 v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
+}
+
+/* max |x[i]| over n floats (0 for n = 0), and whether any is NaN: the scale of an INT8 row */
+static inline float abs_max(const float *x, int64_t n, int *has_nan) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 top8 = _mm256_setzero_ps(), nan8 = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 v = _mm256_loadu_ps(x + k);
+        top8 = _mm256_max_ps(top8, _mm256_andnot_ps(sign, v));
+        nan8 = _mm256_or_ps(nan8, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    float lanes[8], top = 0.0f;
+    _mm256_storeu_ps(lanes, top8);
+    for (int i = 0; i < 8; i++) top = fmaxf(top, lanes[i]);
+    int nan = _mm256_movemask_ps(nan8) != 0;
+    for (; k < n; k++) {
+        top = fmaxf(top, fabsf(x[k]));
+        nan |= x[k] != x[k];
+    }
+    *has_nan = nan;
+    return top;
 }
 
 #endif
