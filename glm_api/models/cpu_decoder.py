@@ -32,8 +32,19 @@ if TYPE_CHECKING:
     from glm_api.models.glm import GLMBlock, GLMForCausalLM
 
 _P, _I64, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-_LINEARS = ("qkv", "dense", "gate_up", "down")
-_NORMS = ("input_norm", "post_self_attn_norm", "post_attention_norm", "post_mlp_norm")
+#: the C struct's fields -> where glm.py's GLMBlock holds them
+_LINEAR_MODULES = {
+    "qkv": ("self_attention", "query_key_value"),
+    "dense": ("self_attention", "dense"),
+    "gate_up": ("mlp", "dense_h_to_4h"),
+    "down": ("mlp", "dense_4h_to_h"),
+}
+_NORM_MODULES = {
+    "input_norm": "input_layernorm",
+    "post_self_attn_norm": "post_self_attn_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "post_mlp_norm": "post_mlp_layernorm",
+}
 
 
 class _Linear(ctypes.Structure):  # cpu_decoder.c's glm_linear
@@ -41,7 +52,10 @@ class _Linear(ctypes.Structure):  # cpu_decoder.c's glm_linear
 
 
 class _Layer(ctypes.Structure):  # cpu_decoder.c's glm_layer
-    _fields_ = [*((name, _Linear) for name in _LINEARS), *((name, _P) for name in _NORMS)]
+    _fields_ = [
+        *((name, _Linear) for name in _LINEAR_MODULES),
+        *((name, _P) for name in _NORM_MODULES),
+    ]
 
 
 class _Decoder(ctypes.Structure):  # cpu_decoder.c's glm_decoder
@@ -123,24 +137,12 @@ def make_plan(model: GLMForCausalLM) -> DecoderPlan | None:
     tensors: list[torch.Tensor] = []
     array = (_Layer * len(layers))()
     for entry, layer in zip(array, layers, strict=True):
-        attention, mlp = layer.self_attention, layer.mlp
-        linears = {
-            "qkv": attention.query_key_value,
-            "dense": attention.dense,
-            "gate_up": mlp.dense_h_to_4h,
-            "down": mlp.dense_4h_to_h,
-        }
-        for name, module in linears.items():
-            view = _linear(module, shapes[name], tensors)
+        for name, (part, attribute) in _LINEAR_MODULES.items():
+            view = _linear(getattr(getattr(layer, part), attribute), shapes[name], tensors)
             if view is None:
                 return None
             setattr(entry, name, view)
-        norms = {
-            "input_norm": layer.input_layernorm,
-            "post_attention_norm": layer.post_attention_layernorm,
-            "post_self_attn_norm": layer.post_self_attn_layernorm,
-            "post_mlp_norm": layer.post_mlp_layernorm,
-        }
+        norms = {name: getattr(layer, attribute) for name, attribute in _NORM_MODULES.items()}
         for name, norm in norms.items():
             weight = None if norm is None else norm.weight.detach()
             if not _usable(weight) or (weight is not None and weight.numel() != hidden):
