@@ -65,6 +65,8 @@ def linear(
     rows = rows.contiguous()
     bias = bias.float().contiguous() if bias is not None else None
     out = torch.empty(rows.shape[0], num_out, dtype=torch.float32)  # (M, N)
+    if rows.shape[0] == 0:
+        return out  # nothing to quantize (C's allocations of 0 bytes may fail)
     status = library.glm_linear_int8(
         rows.data_ptr(), rows.shape[0], rows.shape[1], panels.data_ptr(), col_sums.data_ptr(),
         scales.data_ptr(), num_out, bias.data_ptr() if bias is not None else None,

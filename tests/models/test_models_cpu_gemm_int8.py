@@ -80,6 +80,12 @@ def test_pack_keeps_the_weight_and_state_dicts_round_trip() -> None:
     assert torch.equal(layer.state_dict()["weight"], weight)
 
 
+def test_no_rows_give_no_rows() -> None:
+    layer = _layer(64, 32)
+    with torch.no_grad():
+        assert layer(torch.randn(0, 64)).shape == (0, 32)
+
+
 def test_a_nan_or_infinite_row_poisons_only_itself() -> None:
     layer = _layer(64, 32)
     x = torch.randn(3, 64)
