@@ -83,7 +83,8 @@ class Int8Linear(nn.Module):
     def from_linear(cls, linear: nn.Linear, device: torch.device) -> Int8Linear:
         weight = linear.weight.detach().to(device=device, dtype=torch.float32)  # (out, in)
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, device)
-        scale = weight.abs().amax(dim=1).clamp(min=_MIN_SCALE) / 127.0  # (out,)
+        # (out,); floored where fbgemm's packing floors it too, so every path sees one scale
+        scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=_MIN_SCALE)
         module.weight.copy_(torch.round(weight / scale[:, None]).clamp(-127, 127))
         module.weight_scale.copy_(scale)
         if linear.bias is not None and module.bias is not None:

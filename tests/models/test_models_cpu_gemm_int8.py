@@ -52,6 +52,19 @@ def test_the_same_bits_as_fbgemm(
     assert torch.equal(out, expected)
 
 
+@pytest.mark.skipif(not int8._has_fbgemm(), reason="this torch build has no fbgemm")
+def test_rows_of_tiny_weights_get_fbgemms_bits_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    linear = nn.Linear(64, 24, bias=False)  # a bias would hide the tiny outputs
+    with torch.no_grad():
+        linear.weight[3] *= 1e-10  # max |w| below 127 x 1e-12: the scale's floor
+        linear.weight[5] = 0.0
+    layer = int8.Int8Linear.from_linear(linear, torch.device("cpu"))
+    x = torch.randn(4, 64)
+    expected = _fbgemm(layer, x, monkeypatch)
+    with torch.no_grad():
+        assert torch.equal(layer(x), expected)
+
+
 def test_a_row_gets_the_same_bits_alone_or_among_others() -> None:
     layer = _layer(200, 72)
     x = torch.randn(19, 200, generator=torch.Generator().manual_seed(2))
