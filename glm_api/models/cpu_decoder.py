@@ -126,6 +126,8 @@ def make_plan(model: GLMForCausalLM) -> DecoderPlan | None:
         return None
     if config.intermediate_size % 8 or 2 * rotary_half > config.head_dim:
         return None
+    if config.num_layers < 1 or config.num_attention_heads % config.num_kv_heads:
+        return None  # the Python path refuses such heads with an error; C would skip some
     hidden, inner = config.hidden_size, config.intermediate_size
     q_width, kv_width = (
         config.num_attention_heads * config.head_dim,
@@ -182,6 +184,8 @@ def decode_step(
     hidden `(M, hidden)` (the embeddings, overwritten), cos/sin `(M, rotary_half)`.
     """
     num_rows = hidden.shape[0]
+    if num_rows == 0 or hidden.dim() != 2 or hidden.shape[1] != plan.decoder.hidden:
+        return None
     if torch.is_grad_enabled() or len(caches) != plan.decoder.num_layers:
         return None  # the kernels write through raw pointers: never under autograd
     if batch.num_seqs != num_rows or any(n != 1 for n in batch.query_lens):
@@ -215,6 +219,8 @@ def decode_step(
         rows.slots.data_ptr(), rows.lengths.data_ptr(), key_caches, value_caches, shape[2],
         rows.rows.data_ptr(), work.data_ptr(), torch.get_num_threads(),
     )  # fmt: skip
+    if undone < 0:
+        raise MemoryError(f"decode step: no memory for the INT8 codes of {num_rows} rows")
     if undone:
         raise MemoryError(f"decode step: no scratch memory for {undone} attention heads")
     return hidden

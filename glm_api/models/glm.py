@@ -12,7 +12,7 @@ onto them. Weight files are read by loader.py; the slot cache is handled by atte
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -235,6 +235,14 @@ class GLMForCausalLM(nn.Module):
         for layer, cache in zip(self.transformer.encoder.layers, caches, strict=True):
             hidden = layer(hidden, cos, sin, batch, cache, num_prefix)
         return self.transformer.encoder.final_layernorm(hidden)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        self._decoder_plan = None  # moved or cast: the plan's pointers are the old tensors'
+        return super()._apply(fn, recurse)
+
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        self._decoder_plan = None  # quantized layers repack from the new weights
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _cpu_decoder_plan(self) -> cpu_decoder.DecoderPlan | None:
         if self._decoder_plan is None:

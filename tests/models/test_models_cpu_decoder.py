@@ -128,6 +128,23 @@ def test_models_the_kernels_cannot_take_have_no_plan() -> None:
     assert cpu_decoder.make_plan(odd) is None
     int4 = _model(Quantize.INT4)  # no C kernel for INT4 linears
     assert cpu_decoder.make_plan(int4) is None
+    uneven = _model(num_attention_heads=3, num_kv_heads=2, head_dim=16)  # groups must divide
+    assert cpu_decoder.make_plan(uneven) is None
+
+
+def test_new_weights_get_a_new_plan() -> None:
+    model = _model(Quantize.INT8)
+    _step(model, [0], [4])  # the plan holds the packed weights of now
+    state = model.state_dict()
+    for name in state:
+        if name.endswith("weight_scale"):
+            state[name] = state[name] * 2
+    model.load_state_dict(state)
+    assert model._decoder_plan is None
+    hidden, _, ran = _step(model, [1, 2], [3, 9])
+    _python_path(model)
+    expected, _, _ = _step(model, [1, 2], [3, 9])
+    assert ran and torch.equal(hidden, expected)
 
 
 def test_a_slot_outside_the_cache_is_refused_before_anything_is_written() -> None:
