@@ -10,7 +10,8 @@ Also `matmul_gflops`: a float32 (16 x 1024) @ (1024 x 5632) product through torc
 of a decode step at 16 sequences; and, where our CPU kernel builds (glm_api/models/cpu_gemm.c),
 `kernel_gflops_16` / `kernel_gflops_128`: its rate on 16 and 128 rows against a 1 MB weight
 that stays in cache, i.e. the arithmetic alone: the compute bound on batched decode and on
-prefill as GLM API runs them.
+prefill as GLM API runs them; `int8_kernel_gops_16` / `_128`: the same for our INT8 kernel
+(cpu_gemm_int8.c), the bound on `--quantize int8`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,31 @@ def kernel_rates(repeats: int) -> dict[str, float]:
             repeats,
         )
         rates[f"kernel_gflops_{rows}"] = num_calls * 2 * rows * num_in * num_out / seconds / 1e9
+    rates.update(int8_kernel_rates(repeats))
+    return rates
+
+
+def int8_kernel_rates(repeats: int) -> dict[str, float]:
+    """Our INT8 kernel's GOP/s on 16 and 128 rows against a 1 MB int8 weight in cache."""
+    from glm_api.models import cpu_gemm_int8
+
+    library = cpu_gemm_int8.load()
+    if library is None:
+        return {}
+    num_in = num_out = 1024  # 1 MB of int8 weights
+    weight = torch.randint(-127, 128, (num_out, num_in), dtype=torch.int8)
+    packed = cpu_gemm_int8.pack(weight, torch.full((num_out,), 0.01))
+    rates = {}
+    for rows in (16, 128):
+        x = torch.randn(rows, num_in)
+        num_calls = 8192 // rows
+        seconds = best_seconds(
+            lambda x=x, n=num_calls: [
+                cpu_gemm_int8.linear(library, x, packed, num_out, None) for _ in range(n)
+            ],
+            repeats,
+        )
+        rates[f"int8_kernel_gops_{rows}"] = num_calls * 2 * rows * num_in * num_out / seconds / 1e9
     return rates
 
 
@@ -96,7 +122,9 @@ def main() -> None:
         f"read {result['read_gb_s']:.1f} GB/s, copy {result['copy_gb_s']:.1f} GB/s, "
         f"matmul {result['matmul_gflops']:.0f} GFLOP/s, our kernel "
         f"{result.get('kernel_gflops_16', float('nan')):.0f} (16 rows) / "
-        f"{result.get('kernel_gflops_128', float('nan')):.0f} (128 rows) GFLOP/s "
+        f"{result.get('kernel_gflops_128', float('nan')):.0f} (128 rows) GFLOP/s, INT8 "
+        f"{result.get('int8_kernel_gops_16', float('nan')):.0f} / "
+        f"{result.get('int8_kernel_gops_128', float('nan')):.0f} GOP/s "
         f"({result['array_gb']:.2f} GB array, {int(result['threads'])} threads, "
         f"best of {args.repeats})"
     )

@@ -225,6 +225,19 @@ def bound_lines(
             f"server streams more than **{output / seconds:.0f} output tok/s** here, at any "
             f"concurrency{share if got else ''}."
         )
+        int8_rate = bandwidth.get("int8_kernel_gops_16")
+        int8_prefill = bandwidth.get("int8_kernel_gops_128")
+        if int8_rate and int8_prefill:
+            seconds = prefill / (int8_prefill * 1e9) + decode / (int8_rate * 1e9)
+            got = tok_s(data, "glm-api-int8", 16)
+            share = f"; GLM API int8 reaches {got:.1f} = **{100 * got * seconds / output:.0f}%**"
+            lines.append(
+                f"- The same for `--quantize int8` at our INT8 kernel's rates (weights in "
+                f"cache): {prefill / 1e9:.0f} GOP at {int8_prefill:.0f} GOP/s (128 rows) and "
+                f"{decode / 1e9:.0f} GOP at {int8_rate:.0f} (16 rows) make at most "
+                f"**{output / seconds:.0f} output tok/s**, attention (float32) left out"
+                f"{share if got else ''}."
+            )
     return lines
 
 
