@@ -217,26 +217,32 @@ def bound_lines(
         decode = 2 * per_token["num_params_per_token"] * output
         seconds = prefill / (prefill_rate * 1e9) + decode / (rate * 1e9)  # per request
         got = tok_s(data, "glm-api", 16)
-        share = f"; GLM API reaches {got:.1f} = **{100 * got * seconds / output:.0f}%**"
+        share = (
+            f"; GLM API reaches {got:.1f} = **{100 * got * seconds / output:.0f}%**" if got else ""
+        )
         lines.append(
             f"- Compute bound with the prefill: a request ({prompt} prompt + {output} output "
             f"tokens) is {prefill / 1e9:.0f} GFLOP of prefill at {prefill_rate:.0f} GFLOP/s "
             f"({prefill_source}) and {decode / 1e9:.0f} GFLOP of decode at {rate:.0f}, so no float32 "
             f"server streams more than **{output / seconds:.0f} output tok/s** here, at any "
-            f"concurrency{share if got else ''}."
+            f"concurrency{share}."
         )
         int8_rate = bandwidth.get("int8_kernel_gops_16")
         int8_prefill = bandwidth.get("int8_kernel_gops_128")
         if int8_rate and int8_prefill:
             seconds = prefill / (int8_prefill * 1e9) + decode / (int8_rate * 1e9)
             got = tok_s(data, "glm-api-int8", 16)
-            share = f"; GLM API int8 reaches {got:.1f} = **{100 * got * seconds / output:.0f}%**"
+            share = ""
+            if got:
+                share = (
+                    f"; GLM API int8 reaches {got:.1f} = **{100 * got * seconds / output:.0f}%**"
+                )
             lines.append(
                 f"- The same for `--quantize int8` at our INT8 kernel's rates (weights in "
                 f"cache): {prefill / 1e9:.0f} GOP at {int8_prefill:.0f} GOP/s (128 rows) and "
                 f"{decode / 1e9:.0f} GOP at {int8_rate:.0f} (16 rows) make at most "
                 f"**{output / seconds:.0f} output tok/s**, attention (float32) left out"
-                f"{share if got else ''}."
+                f"{share}."
             )
     return lines
 
