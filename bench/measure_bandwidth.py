@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("GOMP_SPINCOUNT", "3000000")  # before torch: as `glm-api` runs (cli.py)
 
@@ -56,51 +57,39 @@ def measure(num_bytes: int, repeats: int) -> dict[str, float]:
     }
 
 
+def rate(
+    linear: Callable[[torch.Tensor], object], rows: int, shape: tuple[int, int], repeats: int
+) -> float:
+    """G(FL)OP/s of `linear` on `rows` rows of a `(num_in, num_out)` layer, ~1 M row-calls' worth."""
+    num_in, num_out = shape
+    x = torch.randn(rows, num_in)
+    num_calls = 8192 // rows
+    seconds = best_seconds(lambda: [linear(x) for _ in range(num_calls)], repeats)
+    return num_calls * 2 * rows * num_in * num_out / seconds / 1e9
+
+
 def kernel_rates(repeats: int) -> dict[str, float]:
-    """Our kernel's GFLOP/s on 16 and 128 rows, weight in cache; {} where it cannot run."""
-    from glm_api.models import cpu_gemm
+    """Our float32 kernel's GFLOP/s and our INT8 kernel's GOP/s on 16 and 128 rows, weights
+    (1 MB of each) in cache; a kernel that cannot run here is left out."""
+    from glm_api.models import cpu_gemm, cpu_gemm_int8
 
+    rates = {}
     library = cpu_gemm.load()
-    if library is None:
-        return {}
-    num_in, num_out = 1024, 256  # 1 MB of float32 weights
-    panels = cpu_gemm.to_panels(torch.randn(num_out, num_in))
-    rates = {}
-    for rows in (16, 128):
-        x = torch.randn(rows, num_in)
-        num_calls = 4096 // rows
-        seconds = best_seconds(
-            lambda x=x, n=num_calls: [
-                cpu_gemm.linear(library, x, panels, num_out, None) for _ in range(n)
-            ],
-            repeats,
-        )
-        rates[f"kernel_gflops_{rows}"] = num_calls * 2 * rows * num_in * num_out / seconds / 1e9
-    rates.update(int8_kernel_rates(repeats))
-    return rates
-
-
-def int8_kernel_rates(repeats: int) -> dict[str, float]:
-    """Our INT8 kernel's GOP/s on 16 and 128 rows against a 1 MB int8 weight in cache."""
-    from glm_api.models import cpu_gemm_int8
-
-    library = cpu_gemm_int8.load()
-    if library is None:
-        return {}
-    num_in = num_out = 1024  # 1 MB of int8 weights
-    weight = torch.randint(-127, 128, (num_out, num_in), dtype=torch.int8)
-    packed = cpu_gemm_int8.pack(weight, torch.full((num_out,), 0.01))
-    rates = {}
-    for rows in (16, 128):
-        x = torch.randn(rows, num_in)
-        num_calls = 8192 // rows
-        seconds = best_seconds(
-            lambda x=x, n=num_calls: [
-                cpu_gemm_int8.linear(library, x, packed, num_out, None) for _ in range(n)
-            ],
-            repeats,
-        )
-        rates[f"int8_kernel_gops_{rows}"] = num_calls * 2 * rows * num_in * num_out / seconds / 1e9
+    if library is not None:
+        panels = cpu_gemm.to_panels(torch.randn(256, 1024))  # 1 MB of float32
+        for rows in (16, 128):
+            rates[f"kernel_gflops_{rows}"] = rate(
+                lambda x: cpu_gemm.linear(library, x, panels, 256, None), rows, (1024, 256), repeats
+            )
+    int8_library = cpu_gemm_int8.load()
+    if int8_library is not None:
+        weight = torch.randint(-127, 128, (1024, 1024), dtype=torch.int8)  # 1 MB of int8
+        packed = cpu_gemm_int8.pack(weight, torch.full((1024,), 0.01))
+        for rows in (16, 128):
+            rates[f"int8_kernel_gops_{rows}"] = rate(
+                lambda x: cpu_gemm_int8.linear(int8_library, x, packed, 1024, None),
+                rows, (1024, 1024), repeats,
+            )  # fmt: skip
     return rates
 
 
