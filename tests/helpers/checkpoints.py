@@ -263,14 +263,33 @@ def write_checkpoint(
 
 
 def write_prefix_checkpoint(
-    out_file: Path, num_layers: int, kv_width: int, pre_seq_len: int = 4, seed: int = 1
+    out_file: Path,
+    num_layers: int,
+    kv_width: int,
+    pre_seq_len: int = 4,
+    seed: int = 1,
+    projection_in: int | None = None,
 ) -> Path:
-    """A P-tuning v2 `pytorch_model.bin` (no projection): `transformer.prefix_encoder.*`.
+    """A P-tuning v2 `pytorch_model.bin`: `transformer.prefix_encoder.*`.
 
     kv_width: num_kv_heads * head_dim of the model (ChatGLM-6B: its hidden size).
+    projection_in: None for the plain prefix; else `prefix_projection` as the official code
+    stores it: an embedding of that width (ChatGLM2+: the kv size, ChatGLM-6B: the hidden
+    size) and `trans` = Linear(projection_in, HIDDEN), Tanh, Linear(HIDDEN, kv size).
     """
     rnd = _Random(seed)
-    embedding = rnd.normal(pre_seq_len, num_layers * 2 * kv_width, std=0.5)
+    kv_size = num_layers * 2 * kv_width
+    prefix = "transformer.prefix_encoder."
+    if projection_in is None:
+        tensors = {prefix + "embedding.weight": rnd.normal(pre_seq_len, kv_size, std=0.5)}
+    else:
+        tensors = {
+            prefix + "embedding.weight": rnd.normal(pre_seq_len, projection_in, std=0.5),
+            prefix + "trans.0.weight": rnd.normal(HIDDEN, projection_in, std=0.3),
+            prefix + "trans.0.bias": rnd.normal(HIDDEN, std=0.1),
+            prefix + "trans.2.weight": rnd.normal(kv_size, HIDDEN, std=0.3),
+            prefix + "trans.2.bias": rnd.normal(kv_size, std=0.1),
+        }
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"transformer.prefix_encoder.embedding.weight": embedding}, out_file)
+    torch.save(tensors, out_file)
     return out_file

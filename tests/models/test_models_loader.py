@@ -169,6 +169,32 @@ def test_prefix_checkpoint_adds_ptuning_rows(
     assert not torch.allclose(_logits(plain, prompt), _logits(tuned, prompt))
 
 
+@pytest.mark.parametrize(
+    ("layout", "kv_width", "projection_in"),
+    [
+        ("chatglm3", NUM_KV_HEADS * HEAD_DIM, NUM_LAYERS * 2 * NUM_KV_HEADS * HEAD_DIM),
+        ("chatglm-6b", HIDDEN, HIDDEN),
+    ],
+)
+def test_a_projected_prefix_is_the_official_mlp_of_its_embedding(
+    checkpoints: dict[str, Path], tmp_path: Path, layout: str, kv_width: int, projection_in: int
+) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    write_prefix_checkpoint(path, NUM_LAYERS, kv_width, 3, projection_in=projection_in)
+    tuned = _load(checkpoints[layout], prefix_checkpoint=str(path))
+    saved = torch.load(path)
+    name = "transformer.prefix_encoder."
+    hidden = torch.tanh(saved[name + "embedding.weight"] @ saved[name + "trans.0.weight"].t()
+                        + saved[name + "trans.0.bias"])  # fmt: skip
+    kv = hidden @ saved[name + "trans.2.weight"].t() + saved[name + "trans.2.bias"]
+    # the official code's view of each prefix row: (layer, key|value, head, dim)
+    kv = kv.view(3, 2 * NUM_LAYERS, kv_width // HEAD_DIM, HEAD_DIM).permute(1, 2, 0, 3)
+    assert tuned.cache_spec.num_prefix == 3
+    for layer, (keys, values) in enumerate(tuned.prefix_key_values()):
+        torch.testing.assert_close(keys, kv[2 * layer], rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(values, kv[2 * layer + 1], rtol=1e-5, atol=1e-5)
+
+
 def test_unknown_hub_id_offline_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import huggingface_hub.constants
 
