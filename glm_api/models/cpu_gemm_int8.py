@@ -43,7 +43,7 @@ def pack(
     panels.copy_(padded.reshape(num_panels, PANEL, num_groups, 4).permute(0, 2, 1, 3))
     col_sums = padded.sum(dim=1, dtype=torch.int32)
     scales = torch.zeros(num_panels * PANEL, dtype=torch.float32)
-    scales[:num_out] = scale.float().clamp(min=1e-12)  # the floor fbgemm's packing applies
+    scales[:num_out] = scale.float()
     return panels, col_sums, scales
 
 

@@ -8,7 +8,8 @@ Batch invariance: each row of the input is quantized with its own scale to exact
 output never depends on the other rows. On a CPU where our kernels build, the whole linear is
 one call to glm_api/models/cpu_gemm_int8.c (quantize, exact sums, rescale: fbgemm's bits,
 faster; the plain weight is replaced by its panels at the first forward). Otherwise the sums
-run in PyTorch's fbgemm dynamic linear with `reduce_range` (7-bit activations): on CPUs without VNNI (AVX2, AVX-512 before VNNI)
+run in PyTorch's fbgemm dynamic linear with `reduce_range` (7-bit activations): on CPUs
+without VNNI (AVX2, AVX-512 before VNNI)
 fbgemm adds pairs of u8 x s8 products in int16, which saturates for 8-bit activations (measured
 on an AVX2 EPYC: errors of 20% of the output) and never for 7-bit ones (2 x 127 x 127 < 2^15).
 fbgemm computes its activation scale over the whole tensor, so one constant row (64 and -63s)
@@ -24,7 +25,8 @@ pass each where our CPU kernels run (glm_api/models/cpu_ops.py): the same bits a
 code here, which stays the fallback.
 
 The weight is packed (our panels, else fbgemm's) on the first CPU forward and the plain int8
-copy is then freed; `state_dict()` unpacks it again. Not here: choosing layers (swap.py), files (checkpoint.py).
+copy is then freed; `state_dict()` unpacks it again. Not here: choosing layers (swap.py),
+files (checkpoint.py).
 """
 
 from __future__ import annotations
@@ -163,7 +165,9 @@ class Int8Linear(nn.Module):
 
     def _pack(self) -> None:
         if cpu_gemm_int8.load() is not None:  # ours: the same bits, faster (cpu_gemm_int8.py)
-            self._panels = cpu_gemm_int8.pack(self.weight, self.weight_scale)
+            # the floor fbgemm's packing applies below, so both paths scale alike
+            scale = self.weight_scale.float().clamp(min=_MIN_SCALE)
+            self._panels = cpu_gemm_int8.pack(self.weight, scale)
             self.weight = torch.empty(0, dtype=torch.int8)
             return
         num_out = self.out_features
