@@ -176,9 +176,36 @@ def load_model(source: str | None, config: EngineConfig) -> LoadedModel:
 
 
 def _pack(model: nn.Module, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> None:
-    """Float32 on a CPU: reorder the weights once for oneDNN (faster, batch invariant)."""
+    """Float32 on a CPU: each weight reordered once for our kernel or oneDNN (packed.py).
+
+    The loader packs each decoder layer as soon as it is read (`_layer_hook`); this packs
+    what is left (the output layer) or, for the demo model, everything.
+    """
     if config.quantize == Quantize.NONE and can_pack(device, dtype):
         pack_linears_(model, pad_single_row=config.batch_invariant and config.max_num_seqs > 1)
+
+
+def _layer_hook(
+    model: Any, config: EngineConfig, device: torch.device, dtype: torch.dtype, prequantized: bool
+) -> Callable[[int], None] | None:
+    """What to do with decoder layer i once all its weights are read: quantize it, or pack it.
+
+    Doing it per layer, while the file is read, keeps the float weights of one layer at a
+    time next to the converted ones, instead of all of them.
+    """
+    layers = model.decoder_layers()
+    if config.quantize != Quantize.NONE and not prequantized:
+        from glm_api.quant import quantize_linears_
+
+        return lambda i: quantize_linears_(layers[i], config.quantize, device)
+    if config.quantize == Quantize.NONE and can_pack(device, dtype):
+        pad = config.batch_invariant and config.max_num_seqs > 1
+
+        def pack_layer(index: int) -> None:
+            pack_linears_(layers[index], pad_single_row=pad)
+
+        return pack_layer
+    return None
 
 
 def count_weight_bytes(model: nn.Module) -> int:
@@ -219,16 +246,7 @@ def load_weights(
     prefix = read_prefix_checkpoint(config.prefix_checkpoint) if config.prefix_checkpoint else {}
     model, name_table = _build(raw, prefix)
     is_prequantized = bool(raw.get("quantization_bit")) or "glm_api_quantization" in raw
-    hook: Callable[[int], None] | None = None
-    if config.quantize != Quantize.NONE and not is_prequantized:
-        from glm_api.quant import quantize_linears_
-
-        layers = model.decoder_layers()
-
-        def quantize_layer(index: int) -> None:
-            quantize_linears_(layers[index], config.quantize, device)
-
-        hook = quantize_layer
+    hook = _layer_hook(model, config, device, dtype, is_prequantized)
     state = StateLoader(model, device, dtype, hook)
     mapper = NameMapper(name_table)
     files = weight_files(folder)
@@ -241,7 +259,7 @@ def load_weights(
     state.finish(mapper.incomplete())
     if model.config.tie_word_embeddings:
         model.tie_weights()
-    elif hook is not None:
+    elif config.quantize != Quantize.NONE and not is_prequantized:
         # The output layer is the largest single matmul of a decode step (vocabulary x hidden):
         # INT8 there doubles float32 decode speed on a CPU, and beats INT4 (see glm_api.quant).
         from glm_api.quant import quantize_linears_

@@ -85,15 +85,18 @@ def pack_linears_(model: nn.Module, pad_single_row: bool = True) -> int:
     would keep a second copy. Returns how many layers were packed.
     """
     shared = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    targets = [
-        (name, module)
+    # names, not modules: a list of modules would keep every float weight alive until the
+    # end, so loading would peak at the float copies plus all the packed ones
+    names = [
+        name
         for name, module in model.named_modules()
         if type(module) is nn.Linear
         and module.weight.dtype == torch.float32
         and id(module.weight) not in shared
     ]
-    for name, module in targets:
+    for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, PackedLinear(module, pad_single_row))  # the float copy is freed here
-    return len(targets)
+        packed = PackedLinear(getattr(parent, child), pad_single_row)
+        setattr(parent, child, packed)  # the float weight is freed here
+    return len(names)
