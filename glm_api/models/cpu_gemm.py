@@ -28,6 +28,9 @@ import torch
 from glm_api.models import cpu_kernels, hugepages
 
 PANEL = 16  # outputs per weight panel (cpu_gemm.c)
+#: panels reordered at a time when packing: temporaries of about 16 MiB, not a whole padded
+#: copy of the weight (GLM-4-9B's output layer is 2.5 GB in float32)
+BLOCK_BYTES = 1 << 24
 
 
 def load() -> ctypes.CDLL | None:
@@ -39,10 +42,15 @@ def to_panels(weight: torch.Tensor) -> torch.Tensor:
     """`(N, K)` float32 -> `(ceil(N / 16), K, 16)` panels, zero-padded (the kernel's layout)."""
     num_out, num_in = weight.shape
     num_panels = -(-num_out // PANEL)
-    padded = torch.zeros(num_panels * PANEL, num_in, dtype=torch.float32)
-    padded[:num_out] = weight
     panels = hugepages.empty((num_panels, num_in, PANEL))  # streamed every step
-    return panels.copy_(padded.reshape(num_panels, PANEL, num_in).transpose(1, 2))
+    step = max(1, BLOCK_BYTES // (PANEL * num_in * 4))
+    for first in range(0, num_panels, step):
+        last = min(first + step, num_panels)
+        rows = weight[first * PANEL : last * PANEL]  # the last block may lack rows: zeros
+        block = torch.zeros((last - first) * PANEL, num_in, dtype=torch.float32)
+        block[: rows.shape[0]] = rows
+        panels[first:last] = block.reshape(last - first, PANEL, num_in).transpose(1, 2)
+    return panels
 
 
 def from_panels(panels: torch.Tensor, num_out: int) -> torch.Tensor:

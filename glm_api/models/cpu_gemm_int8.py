@@ -18,7 +18,7 @@ import ctypes
 
 import torch
 
-from glm_api.models import cpu_kernels, hugepages
+from glm_api.models import cpu_gemm, cpu_kernels, hugepages
 
 PANEL = 16  # output channels per panel (cpu_gemm_int8.c)
 
@@ -37,11 +37,16 @@ def pack(
     """
     num_out, num_in = weight.shape
     num_panels, num_groups = -(-num_out // PANEL), -(-num_in // 4)
-    padded = torch.zeros(num_panels * PANEL, num_groups * 4, dtype=torch.int8)
-    padded[:num_out, :num_in] = weight
     panels = hugepages.empty((num_panels, num_groups, PANEL, 4), torch.int8)  # streamed every step
-    panels.copy_(padded.reshape(num_panels, PANEL, num_groups, 4).permute(0, 2, 1, 3))
-    col_sums = padded.sum(dim=1, dtype=torch.int32)
+    col_sums = torch.empty(num_panels * PANEL, dtype=torch.int32)
+    step = max(1, cpu_gemm.BLOCK_BYTES // (PANEL * num_groups * 4))  # small temporaries
+    for first in range(0, num_panels, step):
+        last = min(first + step, num_panels)
+        rows = weight[first * PANEL : last * PANEL]  # zero rows and columns pad the edges
+        block = torch.zeros((last - first) * PANEL, num_groups * 4, dtype=torch.int8)
+        block[: rows.shape[0], :num_in] = rows
+        panels[first:last] = block.reshape(last - first, PANEL, num_groups, 4).permute(0, 2, 1, 3)
+        col_sums[first * PANEL : last * PANEL] = block.sum(dim=1, dtype=torch.int32)
     scales = torch.zeros(num_panels * PANEL, dtype=torch.float32)
     scales[:num_out] = scale.float()
     return panels, col_sums, scales

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from glm_api.models import cpu_gemm_int8, cpu_kernels
+from glm_api.models import cpu_gemm, cpu_gemm_int8, cpu_kernels
 from glm_api.quant import int8
 
 pytestmark = pytest.mark.skipif(
@@ -91,6 +91,18 @@ def test_pack_keeps_the_weight_and_state_dicts_round_trip() -> None:
         layer(torch.randn(2, 70))  # packs
     assert layer.weight.numel() == 0  # the plain copy is freed
     assert torch.equal(layer.state_dict()["weight"], weight)
+
+
+def test_pack_in_blocks_equals_one_whole_reorder(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = _layer(70, 83)  # 6 panels (the last with 3 rows), K padded from 70 to 72
+    weight = layer.weight.clone()
+    padded = torch.zeros(96, 72, dtype=torch.int8)
+    padded[:83, :70] = weight
+    monkeypatch.setattr(cpu_gemm, "BLOCK_BYTES", 4 * 16 * 72)  # 4 panels per block
+    panels, col_sums, scales = cpu_gemm_int8.pack(weight, layer.weight_scale)
+    assert torch.equal(panels, padded.reshape(6, 16, 18, 4).permute(0, 2, 1, 3))
+    assert torch.equal(col_sums, padded.sum(dim=1, dtype=torch.int32))
+    assert torch.equal(scales[:83], layer.weight_scale) and not scales[83:].any()
 
 
 def test_no_rows_give_no_rows() -> None:

@@ -31,3 +31,14 @@ def test_panels_on_huge_pages_keep_the_weight() -> None:
     panels = cpu_gemm.to_panels(weight)
     assert panels.shape == (44, 1024, 16)
     assert torch.equal(cpu_gemm.from_panels(panels, 700), weight)
+
+
+def test_panels_packed_in_blocks_equal_one_whole_reorder(monkeypatch: pytest.MonkeyPatch) -> None:
+    weight = torch.randn(83, 40)  # 6 panels, the last with 3 rows (13 zero rows)
+    padded = torch.zeros(96, 40)
+    padded[:83] = weight
+    whole = padded.reshape(6, 16, 40).transpose(1, 2)
+    monkeypatch.setattr(cpu_gemm, "BLOCK_BYTES", 4 * 16 * 40 * 4)  # 4 panels per block
+    panels = cpu_gemm.to_panels(weight)
+    assert panels.shape == (6, 40, 16) and torch.equal(panels, whole)
+    assert torch.equal(cpu_gemm.from_panels(panels, 83), weight)
