@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glm_api.quant.int8 import row_blocks
 from glm_api.quant.probe import kernel_agrees
 
 _KERNEL_GROUPS = (256, 128, 64, 32)
@@ -209,16 +210,18 @@ class Int4Linear(_Int4Base):
         module = cls(
             linear.in_features, linear.out_features, linear.bias is not None, group_size, device
         )
-        weight = linear.weight.detach().to(device=device, dtype=torch.float32)
-        groups = weight.reshape(linear.out_features, -1, group_size)  # (out, in / g, g)
-        low, high = groups.amin(dim=-1), groups.amax(dim=-1)
-        scale = ((high - low) / 15.0).clamp(min=1e-12).to(torch.bfloat16)
-        # the zero is stored in bfloat16 too, so round codes against the stored values
-        zero = (low + 8.0 * scale.float()).to(torch.bfloat16)
-        codes = (groups - zero.float()[..., None]) / scale.float()[..., None] + 8.0
-        module.weight = module._packed_codes(torch.round(codes).clamp(0, 15).reshape(weight.shape))
-        module.weight_scale.copy_(scale)
-        module.weight_zero.copy_(zero)
+        for rows in row_blocks(linear.out_features, linear.in_features):  # small temporaries
+            weight = linear.weight.detach()[rows].to(device=device, dtype=torch.float32)
+            groups = weight.reshape(weight.shape[0], -1, group_size)  # (rows, in / g, g)
+            low, high = groups.amin(dim=-1), groups.amax(dim=-1)
+            scale = ((high - low) / 15.0).clamp(min=1e-12).to(torch.bfloat16)
+            # the zero is stored in bfloat16 too, so round codes against the stored values
+            zero = (low + 8.0 * scale.float()).to(torch.bfloat16)
+            codes = (groups - zero.float()[..., None]) / scale.float()[..., None] + 8.0
+            codes = torch.round(codes).clamp(0, 15).reshape(weight.shape)
+            module.weight[rows] = module._packed_codes(codes)
+            module.weight_scale[rows] = scale
+            module.weight_zero[rows] = zero
         if linear.bias is not None and module.bias is not None:
             module.bias.copy_(linear.bias.detach())
         return module
@@ -231,7 +234,7 @@ class Int4Linear(_Int4Base):
         return self.weight_scale, self.weight_zero, self.group_size
 
     def _packed_codes(self, codes: torch.Tensor) -> torch.Tensor:
-        pairs = codes.to(torch.int32).reshape(self.out_features, -1, 2)
+        pairs = codes.to(torch.int32).reshape(codes.shape[0], -1, 2)  # all rows, or a block
         return (pairs[..., 0] | (pairs[..., 1] << 4)).to(torch.uint8)
 
 

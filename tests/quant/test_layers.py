@@ -167,3 +167,18 @@ def test_quantize_linears_needs_a_parent() -> None:
     model = residual_mlp()
     quantize_linears_(model, Quantize.NONE, CPU)
     assert isinstance(model.ups[0], nn.Linear)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_quantizing_in_row_blocks_gives_the_whole_layers_codes(
+    mode: Quantize, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(3)
+    linear = nn.Linear(64, 37)  # 37 rows: blocks of 5 rows leave a block of 2
+    whole = quantize_linear(linear, mode, CPU).state_dict()
+    monkeypatch.setattr(int8_module, "_BLOCK_ELEMENTS", 5 * 64)
+    assert len(int8_module.row_blocks(37, 64)) == 8
+    blocked = quantize_linear(linear, mode, CPU).state_dict()
+    assert whole.keys() == blocked.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(blocked[name], tensor), name
