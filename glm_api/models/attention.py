@@ -105,7 +105,8 @@ def attend(
     slot hold P-tuning v2 prefix keys/values, visible to every token.
 
     Each request's arithmetic is independent of its neighbours (batch invariance) and reads
-    its slot in place. On the CPU in float32, the decode rows of the step go to our kernel in
+    its slot in place. The cache may hold a narrower dtype than the activations (written
+    rounded, read widened). On the CPU in float32, the decode rows of the step go to our kernel in
     one call (cpu_attention.py); the rest, and every other device, one SDPA call a sequence.
     """
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
@@ -130,6 +131,8 @@ def attend(
         cache.values[slot, :, lo:hi] = value[start : start + num_new].transpose(0, 1)
         keys = cache.keys[slot, :, :hi].unsqueeze(0)  # (1, num_kv_heads, hi, head_dim)
         values = cache.values[slot, :, :hi].unsqueeze(0)
+        if keys.dtype != query.dtype:  # a cache kept narrower (--kv-cache-dtype): exact widening
+            keys, values = keys.to(query.dtype), values.to(query.dtype)
         q = query[start : start + num_new].transpose(0, 1).unsqueeze(0)  # (1, heads, new, dim)
         mask = None
         if num_new > 1 or batch.bidirectional_lens[i] > 0:

@@ -8,7 +8,8 @@ in one call, cache writes included, with the same per-sequence independence (bat
 invariance) as the loop it replaces.
 
 attention.py decides which sequences come here (one new token, nothing bidirectional left,
-float32 on the CPU); everything else keeps PyTorch's SDPA.
+float32 activations on the CPU, a float32 or float16 cache); everything else keeps PyTorch's
+SDPA.
 """
 
 from __future__ import annotations
@@ -48,13 +49,20 @@ def _head_rows(x: torch.Tensor) -> bool:
     return x.stride(2) == 1 and x.stride(1) == x.shape[2]
 
 
+#: cache dtypes the kernel reads (float16: `--kv-cache-dtype float16`)
+CACHE_DTYPES = (torch.float32, torch.float16)
+
+
 def supports(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cache: LayerCache
 ) -> bool:
     tensors = (query, key, value, cache.keys, cache.values)
     _, num_kv_heads, _, head_dim = cache.keys.shape
     return (
-        all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+        all(t.device.type == "cpu" for t in tensors)
+        and all(t.dtype == torch.float32 for t in (query, key, value))
+        and cache.keys.dtype in CACHE_DTYPES
+        and cache.values.dtype == cache.keys.dtype
         and query.shape[2] == head_dim
         and query.shape[2] % 8 == 0
         and key.shape[1:] == value.shape[1:] == (num_kv_heads, head_dim)
@@ -82,7 +90,7 @@ def decode_attention(
     """Write the plan's rows of `out` `(tokens, heads, dim)`, and their keys/values into the cache.
 
     query `(tokens, heads, dim)`, key/value `(tokens, kv_heads, dim)` (`supports` holds);
-    keys/values `(slots, kv_heads, cache_len, dim)`, contiguous.
+    keys/values `(slots, kv_heads, cache_len, dim)`, contiguous, float32 or float16.
     """
     num_heads, head_dim = query.shape[1], query.shape[2]
     if plan.max_slot >= keys.shape[0] or plan.max_length >= keys.shape[2]:
@@ -90,7 +98,12 @@ def decode_attention(
             f"decode attention: slot {plan.max_slot} / position {plan.max_length} outside a "
             f"cache of {keys.shape[0]} slots x {keys.shape[2]} rows"
         )
-    undone = library.glm_decode_attention_f32(
+    kernel = (
+        library.glm_decode_attention_f16
+        if keys.dtype == torch.float16
+        else library.glm_decode_attention_f32
+    )
+    undone = kernel(
         query.data_ptr(), query.stride(0),
         key.data_ptr(), key.stride(0),
         value.data_ptr(), value.stride(0),

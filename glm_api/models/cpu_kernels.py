@@ -37,7 +37,7 @@ HEADERS = (_HERE / "cpu_simd.h",)
 # no contraction of a * b + c into one FMA where the C says two operations: elementwise
 # code rounds as written, the kernels' FMAs are explicit intrinsics
 FLAGS = (
-    "-O3", "-mavx2", "-mfma", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC",
+    "-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC",
     "-Werror=return-type", "-Werror=implicit-function-declaration",
 )  # fmt: skip
 
@@ -50,6 +50,11 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     # rows, slots, lengths, num_seqs, num_heads, num_kv_heads, head_dim, scale, out, threads
     # -> tasks left undone (no scratch memory)
     "glm_decode_attention_f32": (_I64, [
+        _P, _I64, _P, _I64, _P, _I64, _P, _P, _I64,
+        _P, _P, _P, _I64, _I64, _I64, _I64, _F32, _P, _INT,
+    ]),
+    # the same over float16 caches
+    "glm_decode_attention_f16": (_I64, [
         _P, _I64, _P, _I64, _P, _I64, _P, _P, _I64,
         _P, _P, _P, _I64, _I64, _I64, _I64, _F32, _P, _INT,
     ]),
@@ -70,8 +75,11 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     # x, rows, dim, row_stride, out (int64)
     "glm_argmax_rows_f32": (None, [_P, _I64, _I64, _I64, _P]),
     # decoder, hidden, M, cos, sin, slots, lengths, key_caches, value_caches, cache_len,
-    # rows, work, threads -> attention tasks left undone (no scratch memory)
-    "glm_decode_step_f32": (_I64, [_P, _P, _I64, _P, _P, _P, _P, _P, _P, _I64, _P, _P, _INT]),
+    # rows, work, threads, kv_half (float16 caches) -> attention tasks left undone (no
+    # scratch memory)
+    "glm_decode_step_f32": (
+        _I64, [_P, _P, _I64, _P, _P, _P, _P, _P, _P, _I64, _P, _P, _INT, _INT]
+    ),
 }  # fmt: skip
 
 
@@ -81,7 +89,15 @@ def _cache_dir() -> Path:
 
 
 def has_avx2() -> bool:
-    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+    """AVX2 with FMA (PyTorch's AVX2 level) and F16C (the float16 KV cache's conversions)."""
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = next((line for line in cpuinfo if line.startswith("flags")), "")
+    except OSError:  # no /proc (macOS): every x86 CPU with AVX2 has F16C
+        return True
+    return not flags or "f16c" in flags.split()
 
 
 def _build(compiler: str, target: Path) -> bool:

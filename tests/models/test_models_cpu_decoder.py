@@ -38,22 +38,29 @@ def _model(quantize: Quantize | None = None, **overrides: object) -> GLMForCausa
     return model
 
 
-def _caches(model: GLMForCausalLM) -> list[LayerCache]:
+def _caches(model: GLMForCausalLM, dtype: torch.dtype = torch.float32) -> list[LayerCache]:
     spec = model.cache_spec
     generator = torch.Generator().manual_seed(1)
     shape = (SLOTS, spec.num_kv_heads, spec.num_prefix + CACHE_LEN, spec.head_dim)
     return [
-        LayerCache(torch.randn(shape, generator=generator), torch.randn(shape, generator=generator))
+        LayerCache(
+            torch.randn(shape, generator=generator).to(dtype),
+            torch.randn(shape, generator=generator).to(dtype),
+        )
         for _ in range(spec.num_layers)
     ]
 
 
 def _step(
-    model: GLMForCausalLM, slots: list[int], cached: list[int], query_lens: list[int] | None = None
+    model: GLMForCausalLM,
+    slots: list[int],
+    cached: list[int],
+    query_lens: list[int] | None = None,
+    kv_dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, list[LayerCache], bool]:
     """(final hidden, caches after the step, whether the C path ran); slot s feeds id 7 s + 1."""
     query_lens = query_lens or [1] * len(slots)
-    caches = _caches(model)
+    caches = _caches(model, kv_dtype)
     ids = torch.cat([torch.full((n,), 7 * s + 1) for s, n in zip(slots, query_lens, strict=True)])
     positions = torch.cat([torch.arange(c, c + n) for c, n in zip(cached, query_lens, strict=True)])
     starts = [sum(query_lens[:i]) for i in range(len(slots))]
@@ -101,6 +108,22 @@ def test_a_decode_step_in_c_is_the_python_path_to_the_bit(overrides: dict) -> No
     assert hidden.shape == (4, 64)
     assert torch.equal(hidden, expected)
     for ours, reference in zip(caches, expected_caches, strict=True):
+        assert torch.equal(ours.keys, reference.keys)
+        assert torch.equal(ours.values, reference.values)
+
+
+@pytest.mark.parametrize("quantize", [None, Quantize.INT8], ids=["f32", "int8"])
+def test_a_float16_cache_gives_the_python_paths_bits(quantize: Quantize | None) -> None:
+    model = _model(quantize)
+    slots, cached = [4, 0, 2], [0, 13, 38]
+    hidden, caches, ran = _step(model, slots, cached, kv_dtype=torch.float16)
+    assert ran
+    _python_path(model)
+    expected, expected_caches, ran = _step(model, slots, cached, kv_dtype=torch.float16)
+    assert not ran
+    assert torch.equal(hidden, expected)
+    for ours, reference in zip(caches, expected_caches, strict=True):
+        assert ours.keys.dtype == torch.float16
         assert torch.equal(ours.keys, reference.keys)
         assert torch.equal(ours.values, reference.values)
 

@@ -31,10 +31,10 @@ def threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def _caches() -> tuple[LayerCache, LayerCache]:
+def _caches(dtype: torch.dtype = torch.float32) -> tuple[LayerCache, LayerCache]:
     torch.manual_seed(0)
     shape = (SLOTS, KV_HEADS, CACHE_LEN, DIM)
-    keys, values = torch.randn(shape), torch.randn(shape)
+    keys, values = torch.randn(shape).to(dtype), torch.randn(shape).to(dtype)
     return LayerCache(keys, values), LayerCache(keys.clone(), values.clone())
 
 
@@ -64,13 +64,16 @@ def _reference(monkeypatch: pytest.MonkeyPatch, args: tuple, cache: LayerCache) 
         return attend(q, k, v, cache, fresh, DIM**-0.5, PREFIX)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16-cache"])
 def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
-    monkeypatch: pytest.MonkeyPatch,
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ours, reference = _caches()
+    """A float16 cache: keys and values rounded as torch rounds, the arithmetic in float32."""
+    ours, reference = _caches(dtype)
     # four decode rows of different lengths (one with nothing cached) and a prefill chunk
     args = _step([1, 1, 6, 1, 1], cached=[0, 17, 4, 44, 9], slots=[2, 0, 4, 1, 3])
     q, k, v, batch = args
+    assert cpu_attention.supports(q, k, v, ours)
     out = attend(q, k, v, ours, batch, DIM**-0.5, PREFIX)
     assert batch.decode_rows(PREFIX).seqs == [0, 1, 3, 4]  # the kernel took these
     expected = _reference(monkeypatch, args, reference)
@@ -80,14 +83,15 @@ def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
     assert torch.equal(ours.values, reference.values)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16-cache"])
 def test_long_slots_odd_head_dims_and_groups_match_the_sdpa_loop(
-    monkeypatch: pytest.MonkeyPatch,
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # several 64-row blocks of values, a head dim of 72 (4 x 16 + 8), groups of 5 query heads
     heads, kv_heads, dim, lengths = 10, 2, 72, [150, 7, 64, 65, 129]
     torch.manual_seed(6)
     shape = (len(lengths), kv_heads, 160, dim)
-    ours = LayerCache(torch.randn(shape), torch.randn(shape))
+    ours = LayerCache(torch.randn(shape).to(dtype), torch.randn(shape).to(dtype))
     reference = LayerCache(ours.keys.clone(), ours.values.clone())
     qkv = torch.randn(len(lengths), (heads + 2 * kv_heads) * dim)
     q, k, v = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
@@ -130,8 +134,11 @@ def test_rows_past_a_sequences_length_are_never_read(
     assert torch.equal(out, expected)
 
 
-def test_a_decode_rows_bits_do_not_depend_on_the_batch_or_the_threads(threads: None) -> None:
-    cache, _ = _caches()
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16-cache"])
+def test_a_decode_rows_bits_do_not_depend_on_the_batch_or_the_threads(
+    dtype: torch.dtype, threads: None
+) -> None:
+    cache, _ = _caches(dtype)
     q, k, v, batch = _step([1, 1, 1, 1], cached=[30, 3, 12, 40], slots=[0, 1, 2, 3])
     torch.set_num_threads(2)
     together = attend(q, k, v, cache, batch, DIM**-0.5, PREFIX)
