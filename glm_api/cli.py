@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from glm_api.config import Device, DType, Quantize
+from glm_api.config import Device, DType, KVCacheDType, Quantize
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +36,12 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-num-batched-tokens", type=int, help="tokens per step (default 256)")
     p.add_argument("--max-queue-len", type=int, help="waiting requests before 503 (default 256)")
     p.add_argument("--kv-cache-memory-gb", type=float, help="KV cache budget in GiB")
+    p.add_argument(
+        "--kv-cache-dtype",
+        choices=[d.value for d in KVCacheDType],
+        help="what the KV cache holds (default auto: the model's dtype); float16 halves its "
+        "memory and the attention's reads, rounding each key and value to float16",
+    )
     p.add_argument(
         "--batch-invariant",
         action=argparse.BooleanOptionalAction,

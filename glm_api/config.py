@@ -28,6 +28,15 @@ class DType(str, enum.Enum):
     FLOAT16 = "float16"
 
 
+class KVCacheDType(str, enum.Enum):
+    """What the KV cache holds; "auto": the model's dtype (float32 on a CPU)."""
+
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"  # half the memory and the attention's traffic; the CPU kernel reads it
+    BFLOAT16 = "bfloat16"
+
+
 class Quantize(str, enum.Enum):
     NONE = "none"
     INT8 = "int8"
@@ -48,6 +57,7 @@ class EngineConfig:
     max_num_batched_tokens: int = 256  # tokens per step (prefill chunks + decodes)
     max_queue_len: int = 256  # waiting requests beyond this are refused (server busy)
     kv_cache_memory_gb: float | None = None  # None -> a share of free memory
+    kv_cache_dtype: KVCacheDType = KVCacheDType.AUTO
     seed: int = 0
     #: a request's float32 output does not depend on what else is in the batch (costs some
     #: single-stream speed on a CPU; see glm_api/models/packed.py)
@@ -75,6 +85,7 @@ class ServerSettings(BaseSettings):
     max_num_batched_tokens: int = 256
     max_queue_len: int = 256
     kv_cache_memory_gb: float | None = None
+    kv_cache_dtype: KVCacheDType = KVCacheDType.AUTO
     batch_invariant: bool = True
     prefix_checkpoint: str | None = None
     #: "PATH_OR_ID" or "NAME=PATH_OR_ID"; the first is the default; empty -> built-in MiniLM
@@ -104,6 +115,7 @@ class ServerSettings(BaseSettings):
             max_num_batched_tokens=self.max_num_batched_tokens,
             max_queue_len=self.max_queue_len,
             kv_cache_memory_gb=self.kv_cache_memory_gb,
+            kv_cache_dtype=self.kv_cache_dtype,
             batch_invariant=self.batch_invariant,
             served_model_name=self.served_model_name,
             prefix_checkpoint=self.prefix_checkpoint,

@@ -90,7 +90,7 @@ def load_engine(config: EngineConfig) -> tuple[AsyncEngine, str]:
     engine.start()
     name = config.served_model_name or loaded.name
     log.info(
-        "loaded %s (%s) on %s in %s: %.1f MiB of weights%s; context %d tokens, %d KV slots",
+        "loaded %s (%s) on %s in %s: %.1f MiB of weights%s; context %d tokens, %d KV slots (%s)",
         name,
         loaded.format.name,
         loaded.device,
@@ -99,6 +99,7 @@ def load_engine(config: EngineConfig) -> tuple[AsyncEngine, str]:
         f", {config.quantize.value}" if config.quantize.value != "none" else "",
         engine.max_model_len,
         engine.num_slots,
+        str(engine.cache.dtype).removeprefix("torch."),
     )
     if config.model is None:
         log.warning(DEMO_WARNING)

@@ -32,7 +32,7 @@ import torch
 from glm_api.config import EngineConfig
 from glm_api.engine.admission import Admission, max_model_len_for
 from glm_api.engine.errors import EngineDeadError, EngineError, InvalidRequestError
-from glm_api.engine.kv_cache import KVCache, num_slots_for
+from glm_api.engine.kv_cache import KVCache, cache_dtype, num_slots_for
 from glm_api.engine.protocol import EngineStats
 from glm_api.engine.request import FinishReason, RequestOutput, SamplingParams, TokenLogprob
 from glm_api.engine.runner import Runner
@@ -61,7 +61,9 @@ class AsyncEngine:
         self.generation_defaults = dict(generation_defaults or {})
         first = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
         self.device = torch.device(device or (first.device if first is not None else "cpu"))
-        dtype = dtype or (first.dtype if first is not None else torch.float32)
+        dtype = cache_dtype(
+            config.kv_cache_dtype, dtype or (first.dtype if first is not None else torch.float32)
+        )
         self.max_model_len = max_model_len_for(model, config)
         spec = model.cache_spec
         num_slots = num_slots_for(

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import torch
 
+from glm_api.config import KVCacheDType
 from glm_api.models.attention import LayerCache
 from glm_api.models.base import CacheSpec
 
@@ -63,6 +64,21 @@ class SlotPool:
     def usage(self) -> float:
         """Share of slots in use, 0..1."""
         return len(self._used) / self.num_slots if self.num_slots else 0.0
+
+
+def cache_dtype(choice: KVCacheDType, model_dtype: torch.dtype) -> torch.dtype:
+    """The dtype the cache holds: the model's for "auto", else the one asked for.
+
+    A narrower cache than the activations (float16 under float32) is written rounded to
+    nearest and read back widened: the attention's arithmetic stays in the model's dtype.
+    """
+    if choice is KVCacheDType.AUTO:
+        return model_dtype
+    return {
+        KVCacheDType.FLOAT32: torch.float32,
+        KVCacheDType.FLOAT16: torch.float16,
+        KVCacheDType.BFLOAT16: torch.bfloat16,
+    }[choice]
 
 
 def slot_bytes(spec: CacheSpec, max_len: int, dtype: torch.dtype) -> int:
@@ -119,6 +135,7 @@ class KVCache:
         self.spec = spec
         self.num_slots = num_slots
         self.max_len = max_len
+        self.dtype = dtype
         shape = (num_slots, spec.num_kv_heads, spec.num_prefix + max_len, spec.head_dim)
         # empty, not zeros: attention reads a slot only up to its sequence's length (rows it
         # wrote), and on a CPU a large fresh allocation is committed page by page as it is

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from glm_api.cli import _flags_to_settings, build_parser
-from glm_api.config import Quantize, ServerSettings
+from glm_api.config import KVCacheDType, Quantize, ServerSettings
 from tests.server.conftest import free_port, wait_healthy
 
 
@@ -37,11 +37,21 @@ def test_flags_map_one_to_one() -> None:
         "--model", "/m", "--port", "9001", "--quantize", "int8", "--max-num-seqs", "4",
         "--no-batch-invariant", "--embedding-model", "a=/x", "--embedding-model", "/y",
         "--api-key", "k1", "--api-key", "k2", "--allowed-origins", "http://a",
+        "--kv-cache-dtype", "float16",
     )  # fmt: skip
     assert (settings.model, settings.port, settings.quantize) == ("/m", 9001, Quantize.INT8)
     assert (settings.max_num_seqs, settings.batch_invariant) == (4, False)
     assert settings.embedding_model == ["a=/x", "/y"]
     assert settings.api_key == ["k1", "k2"] and settings.allowed_origins == ["http://a"]
+    assert settings.engine_config().kv_cache_dtype is KVCacheDType.FLOAT16
+    assert settings_of().kv_cache_dtype is KVCacheDType.AUTO
+
+
+def test_an_unknown_kv_cache_dtype_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        settings_of("--kv-cache-dtype", "int3")
+    assert exit_info.value.code == 2
+    assert "--kv-cache-dtype: invalid choice: 'int3'" in capsys.readouterr().err
 
 
 def test_environment_variables_and_flags_over_them(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,7 +70,7 @@ def test_serve_starts_says_what_it_loaded_and_stops(tmp_path: Path) -> None:
     port = free_port()
     log = tmp_path / "serve.log"
     command = [sys.executable, "-m", "glm_api.cli", "serve", "--port", str(port)]
-    env = {**os.environ, "GLM_API_MAX_MODEL_LEN": "256"}
+    env = {**os.environ, "GLM_API_MAX_MODEL_LEN": "256", "GLM_API_KV_CACHE_DTYPE": "float16"}
     with log.open("w") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -71,5 +81,5 @@ def test_serve_starts_says_what_it_loaded_and_stops(tmp_path: Path) -> None:
     text = log.read_text()
     assert f"listening on http://127.0.0.1:{port}" in text
     assert "loaded glm-demo (demo) on cpu in float32" in text
-    assert "context 256 tokens" in text
+    assert "context 256 tokens" in text and "KV slots (float16)" in text
     assert "random weights" in text.lower()  # the demo warning

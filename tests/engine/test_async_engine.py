@@ -281,3 +281,29 @@ def test_an_idle_engine_takes_no_steps() -> None:
 
     before, after = run(engine, body())
     assert before == after == 3
+
+
+def test_a_float16_kv_cache_holds_twice_the_slots_and_stays_batch_invariant() -> None:
+    from glm_api.config import KVCacheDType
+
+    # a float32 slot: keys and values x 2 heads x 64 positions x 16 dims x 4 bytes = 16 KiB
+    budget = dict(max_num_seqs=64, kv_cache_memory_gb=32 * 16 * 1024 / 1024**3)
+    wide = new_engine(**budget)  # 32 slots of float32 in the budget
+    half = new_engine(kv_cache_dtype=KVCacheDType.FLOAT16, **budget)
+    assert half.cache.dtype == torch.float16 and wide.cache.dtype == torch.float32
+    assert half.cache.layers[0].keys.dtype == torch.float16
+    assert (wide.num_slots, half.num_slots) == (32, 64)
+    prompt = [7, 3, 22, 9, 14]
+    alone = run(half, collect(half, prompt, "x", temperature=0, max_tokens=24, ignore_eos=True))
+    crowded_engine = new_engine(kv_cache_dtype=KVCacheDType.FLOAT16, **budget)
+
+    async def crowded() -> list[RequestOutput]:
+        others = [
+            collect(crowded_engine, [3 + i, 4] * (i + 1), f"o{i}", temperature=0, max_tokens=30)
+            for i in range(7)
+        ]
+        target = collect(crowded_engine, prompt, "x", temperature=0, max_tokens=24, ignore_eos=True)
+        return list(await asyncio.gather(target, *others))[0]
+
+    assert token_ids(run(crowded_engine, crowded())) == token_ids(alone)
+    assert len(token_ids(alone)) == 24

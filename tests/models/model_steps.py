@@ -55,10 +55,14 @@ def run_batch(
 
 
 def run_steps(
-    model: CausalLM, steps: list[list[int]], bidirectional_len: int = 0, slot: int = 1
+    model: CausalLM,
+    steps: list[list[int]],
+    bidirectional_len: int = 0,
+    slot: int = 1,
+    cache_dtype: torch.dtype = torch.float32,
 ) -> list[torch.Tensor]:
     """Prefill `steps[0]`, then feed each later step with the cache carried over."""
-    caches = make_caches(model)
+    caches = make_caches(model, dtype=cache_dtype)
     outputs, cached = [], 0
     for ids in steps:
         outputs.append(run_batch(model, caches, [(slot, ids, cached, bidirectional_len)])[0])

@@ -45,11 +45,13 @@ def _load(folder: Path, **overrides: object) -> torch.nn.Module:
     return load_weights(folder, EngineConfig(model=str(folder), **overrides), CPU, F32)  # type: ignore[arg-type]
 
 
-def _logits(model: torch.nn.Module, prompt: list[int] = GLM4_PROMPT) -> torch.Tensor:
+def _logits(
+    model: torch.nn.Module, prompt: list[int] = GLM4_PROMPT, cache_dtype: torch.dtype = F32
+) -> torch.Tensor:
     """Prefill 3 ids, then two decode steps; logits `(5, vocab)`."""
     steps = [prompt[:3], prompt[3:4], prompt[4:5]]
     bidirectional_len = model.bidirectional_len(prompt)
-    hidden = torch.cat(run_steps(model, steps, bidirectional_len))  # type: ignore[arg-type]
+    hidden = torch.cat(run_steps(model, steps, bidirectional_len, cache_dtype=cache_dtype))  # type: ignore[arg-type]
     return model.compute_logits(hidden)
 
 
@@ -73,6 +75,18 @@ def test_every_layout_loads_and_runs(checkpoints: dict[str, Path], layout: str) 
     assert model.bidirectional_len(PROMPTS.get(layout, GLM4_PROMPT)) == (
         2 if layout == "chatglm-6b" else 0
     )
+
+
+@pytest.mark.parametrize("layout", ["chatglm-6b", "chatglm3", "glm4", "glm4-0414"])
+def test_a_float16_kv_cache_changes_logits_by_its_rounding_only(
+    checkpoints: dict[str, Path], layout: str
+) -> None:
+    """--kv-cache-dtype float16: keys and values rounded to float16, everything else float32."""
+    model = _load(checkpoints[layout])
+    prompt = PROMPTS.get(layout, GLM4_PROMPT)
+    wide, half = _logits(model, prompt), _logits(model, prompt, torch.float16)
+    assert half.dtype == F32 and not torch.equal(half, wide)
+    torch.testing.assert_close(half, wide, atol=5e-3, rtol=5e-3)
 
 
 def test_original_and_hf_layouts_give_identical_logits(checkpoints: dict[str, Path]) -> None:
