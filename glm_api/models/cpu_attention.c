@@ -14,10 +14,11 @@
  * output's one FMA chain in registers, 64 value rows at a time. Memory-bound at 16 sequences
  * of 200 tokens (2.2x the one-dot-product-at-a-time loop it replaced, measured).
  *
- * The cache holds float32, or float16 (`--kv-cache-dtype float16`: half the memory and half
- * the traffic). A float16 cache is written with round-to-nearest-even, as torch's `.to()`,
- * and read back exactly into float32, so all arithmetic is float32 either way; each function
- * below takes `half` as a constant and is inlined into one copy per cache type.
+ * The cache holds float32, or float16 or bfloat16 (`--kv-cache-dtype`: half the memory and
+ * half the traffic). A 16-bit cache is written rounded to nearest even, as torch's `.to()`
+ * rounds, and read back exactly into float32, so all arithmetic is float32 either way; each
+ * function below takes the cache's `kind` as a constant and is inlined into one copy per
+ * kind.
  *
  * Softmax is exact in form (max subtracted, then exp, then divided by the sum); exp is a
  * degree-6 polynomial after Cody-Waite range reduction (Cephes' expf), within 2 ulp. A NaN
@@ -46,37 +47,58 @@ static float *scratch_for(size_t floats) {
 
 #define INLINE static inline __attribute__((always_inline))
 
-/* cache elements i..i+7 as floats: float32 loaded, or float16 converted (exact) */
-INLINE __m256 load_kv(const void *cache, int64_t i, const int half) {
-    if (half) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)cache + i)));
-    return _mm256_loadu_ps((const float *)cache + i);
+/* what a cache holds: glm_decode_attention's `kind` */
+enum { KV_F32 = 0, KV_F16 = 1, KV_BF16 = 2 };
+#define ELEMENT(kind) ((kind) == KV_F32 ? 4 : 2) /* bytes per cache element */
+
+/* cache elements i..i+7 as floats: float32 loaded; float16 or bfloat16 widened (exact) */
+INLINE __m256 load_kv(const void *cache, int64_t i, const int kind) {
+    if (kind == KV_F32) return _mm256_loadu_ps((const float *)cache + i);
+    __m128i bits = _mm_loadu_si128((const __m128i *)((const uint16_t *)cache + i));
+    if (kind == KV_F16) return _mm256_cvtph_ps(bits);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(bits), 16));
 }
 
-/* D floats (a multiple of 8) into the cache at element i: copied, or rounded to float16 */
-INLINE void store_kv(void *cache, int64_t i, const float *x, int64_t D, const int half) {
-    if (!half) {
+/* 8 floats rounded to bfloat16 as torch's vectorized conversion rounds them: to nearest even,
+ * every NaN to 0xFFFF */
+static inline __m128i to_bf16(__m256 x) {
+    __m256i b = _mm256_castps_si256(x);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(odd, _mm256_set1_epi32(0x7FFF))), 16);
+    __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    r = _mm256_blendv_epi8(r, _mm256_set1_epi32(0xFFFF), nan);
+    /* 8 x 32 -> 8 x 16 bits (values <= 0xFFFF: the unsigned pack keeps them), lanes in order */
+    __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+    return _mm256_castsi256_si128(packed);
+}
+
+/* D floats (a multiple of 8) into the cache at element i: copied, or rounded to nearest even */
+INLINE void store_kv(void *cache, int64_t i, const float *x, int64_t D, const int kind) {
+    if (kind == KV_F32) {
         memcpy((float *)cache + i, x, (size_t)D * sizeof(float));
         return;
     }
-    for (int64_t d = 0; d < D; d += 8)
-        _mm_storeu_si128((__m128i *)((uint16_t *)cache + i + d),
-                         _mm256_cvtps_ph(_mm256_loadu_ps(x + d), _MM_FROUND_TO_NEAREST_INT));
+    for (int64_t d = 0; d < D; d += 8) {
+        __m256 v = _mm256_loadu_ps(x + d);
+        __m128i bits = kind == KV_F16 ? _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT) : to_bf16(v);
+        _mm_storeu_si128((__m128i *)((uint16_t *)cache + i + d), bits);
+    }
 }
 
 /* q . K[j] for the 8 keys K[0..7] (rows of D from element i0 of the cache), lane j: one FMA
  * chain per key over d, then a fixed tree of adds across its 8 lanes */
-INLINE __m256 dot8(const float *q, const void *K, int64_t i0, int64_t D, const int half) {
+INLINE __m256 dot8(const float *q, const void *K, int64_t i0, int64_t D, const int kind) {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
     for (int64_t d = 0; d < D; d += 8) {
         __m256 x = _mm256_loadu_ps(q + d);
-        a0 = _mm256_fmadd_ps(x, load_kv(K, i0 + d, half), a0);
-        a1 = _mm256_fmadd_ps(x, load_kv(K, i0 + D + d, half), a1);
-        a2 = _mm256_fmadd_ps(x, load_kv(K, i0 + 2 * D + d, half), a2);
-        a3 = _mm256_fmadd_ps(x, load_kv(K, i0 + 3 * D + d, half), a3);
-        a4 = _mm256_fmadd_ps(x, load_kv(K, i0 + 4 * D + d, half), a4);
-        a5 = _mm256_fmadd_ps(x, load_kv(K, i0 + 5 * D + d, half), a5);
-        a6 = _mm256_fmadd_ps(x, load_kv(K, i0 + 6 * D + d, half), a6);
-        a7 = _mm256_fmadd_ps(x, load_kv(K, i0 + 7 * D + d, half), a7);
+        a0 = _mm256_fmadd_ps(x, load_kv(K, i0 + d, kind), a0);
+        a1 = _mm256_fmadd_ps(x, load_kv(K, i0 + D + d, kind), a1);
+        a2 = _mm256_fmadd_ps(x, load_kv(K, i0 + 2 * D + d, kind), a2);
+        a3 = _mm256_fmadd_ps(x, load_kv(K, i0 + 3 * D + d, kind), a3);
+        a4 = _mm256_fmadd_ps(x, load_kv(K, i0 + 4 * D + d, kind), a4);
+        a5 = _mm256_fmadd_ps(x, load_kv(K, i0 + 5 * D + d, kind), a5);
+        a6 = _mm256_fmadd_ps(x, load_kv(K, i0 + 6 * D + d, kind), a6);
+        a7 = _mm256_fmadd_ps(x, load_kv(K, i0 + 7 * D + d, kind), a7);
     }
     __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
     __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
@@ -88,7 +110,7 @@ INLINE __m256 dot8(const float *q, const void *K, int64_t i0, int64_t D, const i
  * += p[g][t] V[t] for t < L, continuing each output's one FMA chain in t order (acc holds it
  * between blocks of values: stored and reloaded exactly, so the chain's bits are as if unbroken) */
 INLINE void weigh16(const float *p, int64_t padded, const void *V, int64_t L, int64_t D,
-                    int64_t d0, const int heads, float *acc, const int half) {
+                    int64_t d0, const int heads, float *acc, const int kind) {
     __m256 a00 = _mm256_loadu_ps(acc + d0), a01 = _mm256_loadu_ps(acc + d0 + 8);
     __m256 a10 = a00, a11 = a01, a20 = a00, a21 = a01, a30 = a00, a31 = a01;
     if (heads > 1) a10 = _mm256_loadu_ps(acc + D + d0), a11 = _mm256_loadu_ps(acc + D + d0 + 8);
@@ -97,7 +119,7 @@ INLINE void weigh16(const float *p, int64_t padded, const void *V, int64_t L, in
     if (heads > 3)
         a30 = _mm256_loadu_ps(acc + 3 * D + d0), a31 = _mm256_loadu_ps(acc + 3 * D + d0 + 8);
     for (int64_t t = 0; t < L; t++) {
-        __m256 v0 = load_kv(V, t * D + d0, half), v1 = load_kv(V, t * D + d0 + 8, half);
+        __m256 v0 = load_kv(V, t * D + d0, kind), v1 = load_kv(V, t * D + d0 + 8, kind);
         __m256 w = _mm256_broadcast_ss(p + t);
         a00 = _mm256_fmadd_ps(w, v0, a00);
         a01 = _mm256_fmadd_ps(w, v1, a01);
@@ -126,12 +148,12 @@ INLINE void weigh16(const float *p, int64_t padded, const void *V, int64_t L, in
 
 /* the same for dims d0..d0+7 (the last 8 of a D that is not a multiple of 16) */
 INLINE void weigh8(const float *p, int64_t padded, const void *V, int64_t L, int64_t D,
-                   int64_t d0, int heads, float *acc, const int half) {
+                   int64_t d0, int heads, float *acc, const int kind) {
     for (int g = 0; g < heads; g++) {
         __m256 a = _mm256_loadu_ps(acc + g * D + d0);
         for (int64_t t = 0; t < L; t++)
             a = _mm256_fmadd_ps(_mm256_broadcast_ss(p + g * padded + t),
-                                load_kv(V, t * D + d0, half), a);
+                                load_kv(V, t * D + d0, kind), a);
         _mm256_storeu_ps(acc + g * D + d0, a);
     }
 }
@@ -139,7 +161,7 @@ INLINE void weigh8(const float *p, int64_t padded, const void *V, int64_t L, int
 /* one (sequence, kv head): keys/values (L, D) of the slot; queries and outputs (G, D) */
 INLINE void task(const float *q, const void *K, const void *V, int64_t L, int64_t G,
                  int64_t D, float scale, float *out, int64_t out_head_stride, float *work,
-                 const int half) {
+                 const int kind) {
     int64_t padded = (L + 7) & ~(int64_t)7;
     float *scores = work;             /* (G, padded) */
     float *acc = work + G * padded;   /* (G, D) */
@@ -148,12 +170,12 @@ INLINE void task(const float *q, const void *K, const void *V, int64_t L, int64_
     for (; t + 8 <= L; t += 8) /* 8 keys (in L1) against every head of the group */
         for (int64_t g = 0; g < G; g++)
             _mm256_storeu_ps(scores + g * padded + t,
-                             _mm256_mul_ps(dot8(q + g * D, K, t * D, D, half), scale8));
+                             _mm256_mul_ps(dot8(q + g * D, K, t * D, D, kind), scale8));
     for (; t < L; t++)
         for (int64_t g = 0; g < G; g++) {
             __m256 s = _mm256_setzero_ps();
             for (int64_t d = 0; d < D; d += 8)
-                s = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + d), load_kv(K, t * D + d, half), s);
+                s = _mm256_fmadd_ps(_mm256_loadu_ps(q + g * D + d), load_kv(K, t * D + d, kind), s);
             scores[g * padded + t] = hsum(s) * scale;
         }
     for (int64_t g = 0; g < G; g++) {
@@ -185,24 +207,24 @@ INLINE void task(const float *q, const void *K, const void *V, int64_t L, int64_
             int heads = (int)(G - g0 < 4 ? G - g0 : 4);
             int64_t n = L - t0 < VALUE_BLOCK ? L - t0 : VALUE_BLOCK;
             const float *p = scores + g0 * padded + t0;
-            const void *Vt = (const char *)V + t0 * D * (half ? 2 : 4);
+            const void *Vt = (const char *)V + t0 * D * (ELEMENT(kind));
             float *a = acc + g0 * D;
             int64_t d0 = 0;
             for (; d0 + 16 <= D; d0 += 16) {
                 switch (heads) {
-                    case 4: weigh16(p, padded, Vt, n, D, d0, 4, a, half); break;
-                    case 3: weigh16(p, padded, Vt, n, D, d0, 3, a, half); break;
-                    case 2: weigh16(p, padded, Vt, n, D, d0, 2, a, half); break;
-                    default: weigh16(p, padded, Vt, n, D, d0, 1, a, half); break;
+                    case 4: weigh16(p, padded, Vt, n, D, d0, 4, a, kind); break;
+                    case 3: weigh16(p, padded, Vt, n, D, d0, 3, a, kind); break;
+                    case 2: weigh16(p, padded, Vt, n, D, d0, 2, a, kind); break;
+                    default: weigh16(p, padded, Vt, n, D, d0, 1, a, kind); break;
                 }
             }
-            if (d0 < D) weigh8(p, padded, Vt, n, D, d0, heads, a, half);
+            if (d0 < D) weigh8(p, padded, Vt, n, D, d0, heads, a, kind);
         }
     for (int64_t g = 0; g < G; g++) memcpy(out + g * out_head_stride, acc + g * D, (size_t)D * sizeof(float));
 }
 
 /* q: row r's head h at q + r * q_stride + h * D (k, v alike with their strides; kv heads).
- * Caches (num_slots, num_kv_heads, cache_len, D), float32 or (half) float16. Sequence i:
+ * Caches (num_slots, num_kv_heads, cache_len, D) of `kind`. Sequence i:
  * token row rows[i], slot slots[i], lengths[i] keys already cached (its new key goes to
  * position lengths[i]). out: row r's head h at out + r * num_heads * D + h * D. D must be a
  * multiple of 8. Returns the number of tasks left undone for want of scratch memory (0: all
@@ -213,7 +235,7 @@ INLINE int64_t decode_attention(const float *q, int64_t q_stride, const float *k
                                 const int64_t *rows, const int64_t *slots,
                                 const int64_t *lengths, int64_t num_seqs, int64_t num_heads,
                                 int64_t num_kv_heads, int64_t D, float scale, float *out,
-                                int num_threads, const int half) {
+                                int num_threads, const int kind) {
     int64_t G = num_heads / num_kv_heads;
     int64_t num_tasks = num_seqs * num_kv_heads, failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads) reduction(+ : failed)
@@ -221,40 +243,34 @@ INLINE int64_t decode_attention(const float *q, int64_t q_stride, const float *k
         int64_t i = task_id / num_kv_heads, h = task_id % num_kv_heads;
         int64_t row = rows[i], pos = lengths[i], L = pos + 1;
         int64_t base = (slots[i] * num_kv_heads + h) * cache_len * D; /* elements */
-        char *K = (char *)key_cache + base * (half ? 2 : 4);
-        char *V = (char *)value_cache + base * (half ? 2 : 4);
-        store_kv(K, pos * D, k + row * k_stride + h * D, D, half);
-        store_kv(V, pos * D, v + row * v_stride + h * D, D, half);
+        char *K = (char *)key_cache + base * ELEMENT(kind);
+        char *V = (char *)value_cache + base * ELEMENT(kind);
+        store_kv(K, pos * D, k + row * k_stride + h * D, D, kind);
+        store_kv(V, pos * D, v + row * v_stride + h * D, D, kind);
         float *work = scratch_for((size_t)(G * ((L + 7) & ~(int64_t)7) + G * D));
         if (!work) {
             failed++;
             continue;
         }
         task(q + row * q_stride + h * G * D, K, V, L, G, D, scale,
-             out + row * num_heads * D + h * G * D, D, work, half);
+             out + row * num_heads * D + h * G * D, D, work, kind);
     }
     return failed;
 }
 
-int64_t glm_decode_attention_f32(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
-                                 const float *v, int64_t v_stride, float *key_cache,
-                                 float *value_cache, int64_t cache_len, const int64_t *rows,
-                                 const int64_t *slots, const int64_t *lengths, int64_t num_seqs,
-                                 int64_t num_heads, int64_t num_kv_heads, int64_t D, float scale,
-                                 float *out, int num_threads) {
-    return decode_attention(q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache,
-                            cache_len, rows, slots, lengths, num_seqs, num_heads, num_kv_heads,
-                            D, scale, out, num_threads, 0);
-}
-
-/* the same over float16 caches (uint16_t bit patterns) */
-int64_t glm_decode_attention_f16(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
-                                 const float *v, int64_t v_stride, uint16_t *key_cache,
-                                 uint16_t *value_cache, int64_t cache_len, const int64_t *rows,
-                                 const int64_t *slots, const int64_t *lengths, int64_t num_seqs,
-                                 int64_t num_heads, int64_t num_kv_heads, int64_t D, float scale,
-                                 float *out, int num_threads) {
-    return decode_attention(q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache,
-                            cache_len, rows, slots, lengths, num_seqs, num_heads, num_kv_heads,
-                            D, scale, out, num_threads, 1);
+/* kind: KV_F32, KV_F16 or KV_BF16 caches (uint16_t bit patterns for the 16-bit ones) */
+int64_t glm_decode_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                             const float *v, int64_t v_stride, void *key_cache,
+                             void *value_cache, int64_t cache_len, const int64_t *rows,
+                             const int64_t *slots, const int64_t *lengths, int64_t num_seqs,
+                             int64_t num_heads, int64_t num_kv_heads, int64_t D, float scale,
+                             float *out, int num_threads, int kind) {
+#define CALL(KIND)                                                                             \
+    decode_attention(q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache, cache_len, \
+                     rows, slots, lengths, num_seqs, num_heads, num_kv_heads, D, scale, out,   \
+                     num_threads, KIND)
+    if (kind == KV_F16) return CALL(KV_F16);
+    if (kind == KV_BF16) return CALL(KV_BF16);
+    return CALL(KV_F32);
+#undef CALL
 }

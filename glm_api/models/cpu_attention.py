@@ -8,7 +8,7 @@ in one call, cache writes included, with the same per-sequence independence (bat
 invariance) as the loop it replaces.
 
 attention.py decides which sequences come here (one new token, nothing bidirectional left,
-float32 activations on the CPU, a float32 or float16 cache); everything else keeps PyTorch's
+float32 activations on the CPU, a float32, float16 or bfloat16 cache); everything else keeps PyTorch's
 SDPA.
 """
 
@@ -49,8 +49,8 @@ def _head_rows(x: torch.Tensor) -> bool:
     return x.stride(2) == 1 and x.stride(1) == x.shape[2]
 
 
-#: cache dtypes the kernel reads (float16: `--kv-cache-dtype float16`)
-CACHE_DTYPES = (torch.float32, torch.float16)
+#: cache dtype -> the kernel's `kind` (16-bit caches: `--kv-cache-dtype`)
+CACHE_KINDS = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}
 
 
 def supports(
@@ -61,7 +61,7 @@ def supports(
     return (
         all(t.device.type == "cpu" for t in tensors)
         and all(t.dtype == torch.float32 for t in (query, key, value))
-        and cache.keys.dtype in CACHE_DTYPES
+        and cache.keys.dtype in CACHE_KINDS
         and cache.values.dtype == cache.keys.dtype
         and query.shape[2] == head_dim
         and query.shape[2] % 8 == 0
@@ -90,7 +90,7 @@ def decode_attention(
     """Write the plan's rows of `out` `(tokens, heads, dim)`, and their keys/values into the cache.
 
     query `(tokens, heads, dim)`, key/value `(tokens, kv_heads, dim)` (`supports` holds);
-    keys/values `(slots, kv_heads, cache_len, dim)`, contiguous, float32 or float16.
+    keys/values `(slots, kv_heads, cache_len, dim)`, contiguous, of a `CACHE_KINDS` dtype.
     """
     num_heads, head_dim = query.shape[1], query.shape[2]
     if plan.max_slot >= keys.shape[0] or plan.max_length >= keys.shape[2]:
@@ -98,19 +98,14 @@ def decode_attention(
             f"decode attention: slot {plan.max_slot} / position {plan.max_length} outside a "
             f"cache of {keys.shape[0]} slots x {keys.shape[2]} rows"
         )
-    kernel = (
-        library.glm_decode_attention_f16
-        if keys.dtype == torch.float16
-        else library.glm_decode_attention_f32
-    )
-    undone = kernel(
+    undone = library.glm_decode_attention(
         query.data_ptr(), query.stride(0),
         key.data_ptr(), key.stride(0),
         value.data_ptr(), value.stride(0),
         keys.data_ptr(), values.data_ptr(), keys.shape[2],
         plan.rows.data_ptr(), plan.slots.data_ptr(), plan.lengths.data_ptr(), len(plan.seqs),
         num_heads, key.shape[1], head_dim, scale,
-        out.data_ptr(), torch.get_num_threads(),
+        out.data_ptr(), torch.get_num_threads(), CACHE_KINDS[keys.dtype],
     )  # fmt: skip
     if undone:
         raise MemoryError(f"decode attention: no scratch memory for {undone} heads")

@@ -17,20 +17,12 @@
 
 void glm_linear_f32(const float *x, int64_t M, int64_t K, const float *panels, int64_t N,
                     const float *bias, float *out, int num_threads);
-int64_t glm_decode_attention_f32(const float *q, int64_t q_stride, const float *k,
-                                 int64_t k_stride, const float *v, int64_t v_stride,
-                                 float *key_cache, float *value_cache, int64_t cache_len,
-                                 const int64_t *rows, const int64_t *slots,
-                                 const int64_t *lengths, int64_t num_seqs, int64_t num_heads,
-                                 int64_t num_kv_heads, int64_t D, float scale, float *out,
-                                 int num_threads);
-int64_t glm_decode_attention_f16(const float *q, int64_t q_stride, const float *k,
-                                 int64_t k_stride, const float *v, int64_t v_stride,
-                                 uint16_t *key_cache, uint16_t *value_cache, int64_t cache_len,
-                                 const int64_t *rows, const int64_t *slots,
-                                 const int64_t *lengths, int64_t num_seqs, int64_t num_heads,
-                                 int64_t num_kv_heads, int64_t D, float scale, float *out,
-                                 int num_threads);
+int64_t glm_decode_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                             const float *v, int64_t v_stride, void *key_cache,
+                             void *value_cache, int64_t cache_len, const int64_t *rows,
+                             const int64_t *slots, const int64_t *lengths, int64_t num_seqs,
+                             int64_t num_heads, int64_t num_kv_heads, int64_t D, float scale,
+                             float *out, int num_threads, int kind);
 void glm_rms_norm_f32(const float *x, const float *weight, float eps, int64_t rows, int64_t dim,
                       float *out);
 void glm_add_rms_norm_f32(const float *hidden, const float *delta, const float *weight, float eps,
@@ -87,14 +79,14 @@ static const float *post_norm(const glm_decoder *d, const float *weight, const f
 /* hidden (M, hidden): the embeddings in, the final-normed hidden states out. Row r is
  * sequence r's one new token at cache position lengths[r] of slot slots[r]; cos/sin
  * (M, rotary_half). key_caches/value_caches: per layer (num_slots, num_kv_heads, cache_len,
- * head_dim), float32, or float16 where kv_half is set. work: M * (3 hidden + qkv width + q width + 3 intermediate) floats.
+ * head_dim) of kv_kind (cpu_attention.c: 0 float32, 1 float16, 2 bfloat16). work: M * (3 hidden + qkv width + q width + 3 intermediate) floats.
  * Returns 0, or the count of attention tasks left undone for want of scratch memory, or -1
  * when an INT8 linear found no memory for its codes. */
 int64_t glm_decode_step_f32(const glm_decoder *d, float *hidden, int64_t M, const float *cos,
                             const float *sin, const int64_t *slots, const int64_t *lengths,
                             void *const *key_caches, void *const *value_caches,
                             int64_t cache_len, const int64_t *rows, float *work,
-                            int num_threads, int kv_half) {
+                            int num_threads, int kv_kind) {
     int64_t H = d->hidden, D = d->head_dim, I = d->intermediate;
     int64_t q_width = d->num_heads * D, kv_width = d->num_kv_heads * D;
     int64_t qkv_width = q_width + 2 * kv_width;
@@ -109,15 +101,10 @@ int64_t glm_decode_step_f32(const glm_decoder *d, float *hidden, int64_t M, cons
         glm_rotary_interleaved_f32(qkv, M, qkv_width, d->num_heads + d->num_kv_heads, D,
                                    d->rotary_half, cos, sin);
         const float *k = qkv + q_width, *v = qkv + q_width + kv_width;
-        int64_t undone =
-            kv_half ? glm_decode_attention_f16(qkv, qkv_width, k, qkv_width, v, qkv_width,
-                                               key_caches[l], value_caches[l], cache_len, rows,
-                                               slots, lengths, M, d->num_heads, d->num_kv_heads,
-                                               D, d->scale, attn, num_threads)
-                    : glm_decode_attention_f32(qkv, qkv_width, k, qkv_width, v, qkv_width,
-                                               key_caches[l], value_caches[l], cache_len, rows,
-                                               slots, lengths, M, d->num_heads, d->num_kv_heads,
-                                               D, d->scale, attn, num_threads);
+        int64_t undone = glm_decode_attention(
+            qkv, qkv_width, k, qkv_width, v, qkv_width, key_caches[l], value_caches[l],
+            cache_len, rows, slots, lengths, M, d->num_heads, d->num_kv_heads, D, d->scale, attn,
+            num_threads, kv_kind);
         if (undone) return undone;
         if (linear(&w->dense, attn, M, q_width, H, delta, num_threads)) return -1;
         glm_add_rms_norm_f32(hidden, post_norm(d, w->post_self_attn_norm, delta, sum, M),

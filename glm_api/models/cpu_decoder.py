@@ -8,12 +8,12 @@ order on the same values, so its outputs are the Python path's to the bit (teste
 request's ids do not depend on which path a step took.
 
 It runs a step when every row of it decodes (one new token per sequence) and the model is
-what the kernels take: float32 activations, a float32 or float16 KV cache, linears that are
-float32 `PackedLinear`s or INT8 `Int8Linear`s on our kernels (cpu_gemm.c, cpu_gemm_int8.c),
-RMSNorm weights on the CPU, widths the kernels support. Everything else (prefill chunks,
-other dtypes, INT4, autograd) keeps glm.py's Python path. The plan (a C array of the
-layers' weight pointers) is made once per model and holds its tensors, so the pointers stay valid while it lives; an
-inference model's weights do not change after loading.
+what the kernels take: float32 activations, a float32, float16 or bfloat16 KV cache, linears
+that are float32 `PackedLinear`s or INT8 `Int8Linear`s on our kernels (cpu_gemm.c,
+cpu_gemm_int8.c), RMSNorm weights on the CPU, widths the kernels support. Everything else
+(prefill chunks, other dtypes, INT4, autograd) keeps glm.py's Python path. The plan (a C
+array of the layers' weight pointers) is made once per model and holds its tensors, so the
+pointers stay valid while it lives; an inference model's weights do not change after loading.
 """
 
 from __future__ import annotations
@@ -199,8 +199,8 @@ def decode_step(
     expected = (plan.decoder.num_kv_heads, plan.decoder.head_dim)
     if shape[1] != expected[0] or shape[3] != expected[1]:
         return None
-    kv_dtype = caches[0].keys.dtype  # float32, or float16 (--kv-cache-dtype float16)
-    if kv_dtype not in cpu_attention.CACHE_DTYPES:
+    kv_dtype = caches[0].keys.dtype  # float32, or 16 bits (--kv-cache-dtype)
+    if kv_dtype not in cpu_attention.CACHE_KINDS:
         return None
     for cache in caches:
         if cache.keys.shape != shape or cache.values.shape != shape:
@@ -224,7 +224,7 @@ def decode_step(
         ctypes.byref(plan.decoder), hidden.data_ptr(), num_rows, cos.data_ptr(), sin.data_ptr(),
         rows.slots.data_ptr(), rows.lengths.data_ptr(), key_caches, value_caches, shape[2],
         rows.rows.data_ptr(), work.data_ptr(), torch.get_num_threads(),
-        int(kv_dtype == torch.float16),
+        cpu_attention.CACHE_KINDS[kv_dtype],
     )  # fmt: skip
     if undone < 0:
         raise MemoryError(f"decode step: no memory for the INT8 codes of {num_rows} rows")

@@ -47,16 +47,11 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     # x, M, K, panels, N, bias, out, threads
     "glm_linear_f32": (None, [_P, _I64, _I64, _P, _I64, _P, _P, _INT]),
     # q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache, cache_len,
-    # rows, slots, lengths, num_seqs, num_heads, num_kv_heads, head_dim, scale, out, threads
-    # -> tasks left undone (no scratch memory)
-    "glm_decode_attention_f32": (_I64, [
+    # rows, slots, lengths, num_seqs, num_heads, num_kv_heads, head_dim, scale, out, threads,
+    # kind (cache dtype: 0 float32, 1 float16, 2 bfloat16) -> tasks left undone (no scratch)
+    "glm_decode_attention": (_I64, [
         _P, _I64, _P, _I64, _P, _I64, _P, _P, _I64,
-        _P, _P, _P, _I64, _I64, _I64, _I64, _F32, _P, _INT,
-    ]),
-    # the same over float16 caches
-    "glm_decode_attention_f16": (_I64, [
-        _P, _I64, _P, _I64, _P, _I64, _P, _P, _I64,
-        _P, _P, _P, _I64, _I64, _I64, _I64, _F32, _P, _INT,
+        _P, _P, _P, _I64, _I64, _I64, _I64, _F32, _P, _INT, _INT,
     ]),
     # x, weight, eps, rows, dim, out
     "glm_rms_norm_f32": (None, [_P, _P, _F32, _I64, _I64, _P]),
@@ -75,8 +70,8 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     # x, rows, dim, row_stride, out (int64)
     "glm_argmax_rows_f32": (None, [_P, _I64, _I64, _I64, _P]),
     # decoder, hidden, M, cos, sin, slots, lengths, key_caches, value_caches, cache_len,
-    # rows, work, threads, kv_half (float16 caches) -> attention tasks left undone (no
-    # scratch memory)
+    # rows, work, threads, kv_kind (as glm_decode_attention's kind) -> attention tasks left
+    # undone (no scratch memory)
     "glm_decode_step_f32": (
         _I64, [_P, _P, _I64, _P, _P, _P, _P, _P, _P, _I64, _P, _P, _INT, _INT]
     ),

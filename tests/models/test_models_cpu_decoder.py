@@ -112,18 +112,24 @@ def test_a_decode_step_in_c_is_the_python_path_to_the_bit(overrides: dict) -> No
         assert torch.equal(ours.values, reference.values)
 
 
-@pytest.mark.parametrize("quantize", [None, Quantize.INT8], ids=["f32", "int8"])
-def test_a_float16_cache_gives_the_python_paths_bits(quantize: Quantize | None) -> None:
+@pytest.mark.parametrize(
+    ("quantize", "kv_dtype"),
+    [(None, torch.float16), (Quantize.INT8, torch.float16), (None, torch.bfloat16)],
+    ids=["f32-f16", "int8-f16", "f32-bf16"],
+)
+def test_a_16_bit_cache_gives_the_python_paths_bits(
+    quantize: Quantize | None, kv_dtype: torch.dtype
+) -> None:
     model = _model(quantize)
     slots, cached = [4, 0, 2], [0, 13, 38]
-    hidden, caches, ran = _step(model, slots, cached, kv_dtype=torch.float16)
+    hidden, caches, ran = _step(model, slots, cached, kv_dtype=kv_dtype)
     assert ran
     _python_path(model)
-    expected, expected_caches, ran = _step(model, slots, cached, kv_dtype=torch.float16)
+    expected, expected_caches, ran = _step(model, slots, cached, kv_dtype=kv_dtype)
     assert not ran
     assert torch.equal(hidden, expected)
     for ours, reference in zip(caches, expected_caches, strict=True):
-        assert ours.keys.dtype == torch.float16
+        assert ours.keys.dtype == kv_dtype
         assert torch.equal(ours.keys, reference.keys)
         assert torch.equal(ours.values, reference.values)
 

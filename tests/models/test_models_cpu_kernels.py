@@ -64,11 +64,16 @@ def _reference(monkeypatch: pytest.MonkeyPatch, args: tuple, cache: LayerCache) 
         return attend(q, k, v, cache, fresh, DIM**-0.5, PREFIX)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16-cache"])
+CACHE_DTYPES = pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.bfloat16], ids=["f32", "f16-cache", "bf16-cache"]
+)
+
+
+@CACHE_DTYPES
 def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
     dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A float16 cache: keys and values rounded as torch rounds, the arithmetic in float32."""
+    """A 16-bit cache: keys and values rounded as torch rounds, the arithmetic in float32."""
     ours, reference = _caches(dtype)
     # four decode rows of different lengths (one with nothing cached) and a prefill chunk
     args = _step([1, 1, 6, 1, 1], cached=[0, 17, 4, 44, 9], slots=[2, 0, 4, 1, 3])
@@ -83,7 +88,7 @@ def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
     assert torch.equal(ours.values, reference.values)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16-cache"])
+@CACHE_DTYPES
 def test_long_slots_odd_head_dims_and_groups_match_the_sdpa_loop(
     dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,6 +112,24 @@ def test_long_slots_odd_head_dims_and_groups_match_the_sdpa_loop(
         expected = attend(q, k, v, reference, batch(), dim**-0.5)
     torch.testing.assert_close(out, expected, atol=2e-6, rtol=1e-5)
     assert torch.equal(ours.keys, reference.keys) and torch.equal(ours.values, reference.values)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_keys_and_values_round_into_a_16_bit_cache_as_torch_rounds(dtype: torch.dtype) -> None:
+    """Ties to even, the largest and smallest values, infinities and NaN, as `.to(dtype)`."""
+    shape = (1, KV_HEADS, CACHE_LEN, DIM)
+    cache = LayerCache(torch.zeros(shape, dtype=dtype), torch.zeros(shape, dtype=dtype))
+    q, k, v, batch = _step([1], cached=[4], slots=[0])
+    special = torch.tensor(
+        [1.0 + 2**-8, 1.0 + 3 * 2**-8, 1.0 + 2**-11, 1.0 + 3 * 2**-11, 65519.0, 65520.0, 1e-8,
+         -2.5e-38, 3.0e38, float("inf"), float("-inf"), float("nan"), -0.0, 1e-45, 7.0, -3.0]
+    )  # fmt: skip
+    k.view(-1)[: special.numel()] = special
+    v.view(-1)[: special.numel()] = -special
+    attend(q, k, v, cache, batch, DIM**-0.5)
+    written_k, written_v = cache.keys[0, :, 4], cache.values[0, :, 4]
+    assert torch.equal(written_k.view(torch.int16), k[0].to(dtype).view(torch.int16))
+    assert torch.equal(written_v.view(torch.int16), v[0].to(dtype).view(torch.int16))
 
 
 @pytest.mark.parametrize("kernel", ["ours", "sdpa"])
@@ -134,7 +157,7 @@ def test_rows_past_a_sequences_length_are_never_read(
     assert torch.equal(out, expected)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["f32", "f16-cache"])
+@CACHE_DTYPES
 def test_a_decode_rows_bits_do_not_depend_on_the_batch_or_the_threads(
     dtype: torch.dtype, threads: None
 ) -> None:

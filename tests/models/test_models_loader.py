@@ -77,16 +77,20 @@ def test_every_layout_loads_and_runs(checkpoints: dict[str, Path], layout: str) 
     )
 
 
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float16, 5e-3), (torch.bfloat16, 4e-2)], ids=["f16", "bf16"]
+)
 @pytest.mark.parametrize("layout", ["chatglm-6b", "chatglm3", "glm4", "glm4-0414"])
-def test_a_float16_kv_cache_changes_logits_by_its_rounding_only(
-    checkpoints: dict[str, Path], layout: str
+def test_a_16_bit_kv_cache_changes_logits_by_its_rounding_only(
+    checkpoints: dict[str, Path], layout: str, dtype: torch.dtype, tolerance: float
 ) -> None:
-    """--kv-cache-dtype float16: keys and values rounded to float16, everything else float32."""
+    """--kv-cache-dtype: keys and values rounded to 16 bits, everything else float32 (measured
+    largest differences: 7e-4 with float16, 6e-3 with bfloat16, for logits up to 3)."""
     model = _load(checkpoints[layout])
     prompt = PROMPTS.get(layout, GLM4_PROMPT)
-    wide, half = _logits(model, prompt), _logits(model, prompt, torch.float16)
+    wide, half = _logits(model, prompt), _logits(model, prompt, dtype)
     assert half.dtype == F32 and not torch.equal(half, wide)
-    torch.testing.assert_close(half, wide, atol=5e-3, rtol=5e-3)
+    torch.testing.assert_close(half, wide, atol=tolerance, rtol=tolerance)
 
 
 def test_original_and_hf_layouts_give_identical_logits(checkpoints: dict[str, Path]) -> None:
