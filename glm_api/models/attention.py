@@ -131,9 +131,10 @@ def attend(
         cache.values[slot, :, lo:hi] = value[start : start + num_new].transpose(0, 1)
         keys = cache.keys[slot, :, :hi].unsqueeze(0)  # (1, num_kv_heads, hi, head_dim)
         values = cache.values[slot, :, :hi].unsqueeze(0)
-        if keys.dtype != query.dtype:  # a cache kept narrower (--kv-cache-dtype): exact widening
-            keys, values = keys.to(query.dtype), values.to(query.dtype)
         q = query[start : start + num_new].transpose(0, 1).unsqueeze(0)  # (1, heads, new, dim)
+        if keys.dtype != q.dtype:  # a cache of another dtype (--kv-cache-dtype): both widened
+            work = torch.promote_types(q.dtype, keys.dtype)  # exactly (bf16 and f16: float32)
+            q, keys, values = q.to(work), keys.to(work), values.to(work)
         mask = None
         if num_new > 1 or batch.bidirectional_lens[i] > 0:
             mask = _mask(num_new, num_cached, num_prefix, batch.bidirectional_lens[i], query.device)

@@ -264,3 +264,24 @@ def test_device_and_dtype_resolution() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelLoadError, match="no CUDA device"):
             resolve_device(Device.CUDA)
+
+
+def test_a_cache_of_another_dtype_is_widened_with_the_queries_not_narrowed() -> None:
+    """bfloat16 activations over a float16 cache (or the reverse): SDPA runs in float32."""
+    import torch.nn.functional as F
+
+    from glm_api.models.attention import AttentionBatch, LayerCache, attend
+
+    torch.manual_seed(2)
+    shape = (1, 2, 16, 32)
+    cache = LayerCache(torch.randn(shape).half(), torch.randn(shape).half())
+    q, k, v = torch.randn(3, 4, 32).bfloat16(), torch.randn(3, 2, 32), torch.randn(3, 2, 32)
+    batch = AttentionBatch([0], [0], [3], [5], [0])
+    out = attend(q, k.bfloat16(), v.bfloat16(), cache, batch, 0.25)
+    assert out.dtype == torch.bfloat16
+    keys, values = cache.keys[0, :, :8].float()[None], cache.values[0, :, :8].float()[None]
+    mask = torch.ones(3, 8, dtype=torch.bool).tril(diagonal=5)
+    expected = F.scaled_dot_product_attention(
+        q.float().transpose(0, 1)[None], keys, values, attn_mask=mask, scale=0.25, enable_gqa=True
+    )[0].transpose(0, 1)
+    assert torch.equal(out, expected.bfloat16())
