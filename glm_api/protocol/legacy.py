@@ -6,11 +6,12 @@ their existing clients send and read (`max_length`, `tokenIds`, `history` as lis
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator
 
 from glm_api.engine.request import SamplingParams
+from glm_api.protocol.base import RequestModel
 from glm_api.protocol.openai import ChatMessageParam
 
 
@@ -23,21 +24,12 @@ def history_pairs(history: list[list[str]]) -> list[tuple[str, str]]:
     return pairs
 
 
-class LegacyChatRequest(BaseModel):
+class LegacyChatRequest(RequestModel):
     prompt: str
     history: list[list[str]] = Field(default_factory=list)
     max_length: int = Field(default=4096, ge=1)
     top_p: float = Field(default=0.7, gt=0.0, le=1.0)
     temperature: float = Field(default=0.95, ge=0.0, le=2.0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _none_is_default(cls, data: Any) -> Any:
-        """`null` knobs take their defaults, as the original `max_length or 2048` did."""
-        if not isinstance(data, dict):
-            return data
-        knobs = ("history", "max_length", "top_p", "temperature")
-        return {k: v for k, v in data.items() if not (k in knobs and v is None)}
 
     @field_validator("history")
     @classmethod
@@ -74,7 +66,7 @@ class ApiChatResponse(BaseModel):
     time: str
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(RequestModel):
     prompt: str | None = None
     messages: list[ChatMessageParam] | None = None
     max_length: int | None = Field(default=None, ge=1)
@@ -94,7 +86,7 @@ class TokenizeResponse(BaseModel):
     object: Literal["tokenizer"] = "tokenizer"
 
 
-class LegacyEmbeddingRequest(BaseModel):
+class LegacyEmbeddingRequest(RequestModel):
     prompt: str | list[str]
     model: str | None = None
 

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from glm_api.engine.request import SamplingParams
+from glm_api.protocol.base import RequestModel
 
 Stop = str | list[str] | None
 
@@ -29,11 +30,11 @@ class UsageInfo(BaseModel):
     total_tokens: int = 0
 
 
-class StreamOptions(BaseModel):
+class StreamOptions(RequestModel):
     include_usage: bool = False
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RequestModel):
     """Sampling knobs shared by chat and completions requests."""
 
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
@@ -81,23 +82,23 @@ class SamplingFields(BaseModel):
 # ---------------------------------------------------------------- chat request
 
 
-class TextPart(BaseModel):
+class TextPart(RequestModel):
     type: Literal["text"]
     text: str
 
 
-class FunctionCall(BaseModel):
+class FunctionCall(RequestModel):
     name: str
     arguments: str
 
 
-class ToolCallParam(BaseModel):
+class ToolCallParam(RequestModel):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class ChatMessageParam(BaseModel):
+class ChatMessageParam(RequestModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -106,8 +107,13 @@ class ChatMessageParam(BaseModel):
 
     @model_validator(mode="after")
     def _content_required(self) -> ChatMessageParam:
+        article = "an" if self.role == "assistant" else "a"
         if self.content is None and not (self.role == "assistant" and self.tool_calls):
-            raise ValueError(f"a {self.role} message needs content")
+            raise ValueError(f"{article} {self.role} message needs content")
+        if self.content == []:
+            raise ValueError(f"{article} {self.role} message's content must not be an empty list")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id it answers")
         return self
 
     def text(self) -> str:
@@ -116,25 +122,30 @@ class ChatMessageParam(BaseModel):
         return self.content or ""
 
 
-class FunctionDefinition(BaseModel):
+class FunctionDefinition(RequestModel):
     name: str = Field(min_length=1)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ToolParam(BaseModel):
+class ToolParam(RequestModel):
     type: Literal["function"] = "function"
     function: FunctionDefinition
 
 
-class NamedFunction(BaseModel):
+class NamedFunction(RequestModel):
     name: str
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(RequestModel):
     type: Literal["function"] = "function"
     function: NamedFunction
+
+
+class ResponseFormat(RequestModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -145,6 +156,7 @@ class ChatCompletionRequest(SamplingFields):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=16)
+    response_format: ResponseFormat | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -158,6 +170,15 @@ class ChatCompletionRequest(SamplingFields):
             raise ValueError("logit_bias is not supported")
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
+        if self.response_format is not None and self.response_format.type != "text":
+            raise ValueError(
+                f"response_format {self.response_format.type!r} is not supported (no "
+                "constrained decoding): ask for JSON in the messages instead"
+            )
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        if self.tool_choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {tool.function.name for tool in self.tools or []}
             if self.tool_choice.function.name not in names:
@@ -207,7 +228,7 @@ class ToolCallOut(BaseModel):
 class ChatResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
-    tool_calls: list[ToolCallOut] = Field(default_factory=list)
+    tool_calls: list[ToolCallOut] | None = None  # None, not []: OpenAI omits them (null)
 
 
 #: "stop", "length", "tool_calls", or "abort" (the engine stopped the request)

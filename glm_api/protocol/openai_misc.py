@@ -11,9 +11,13 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from glm_api.engine.request import SamplingParams
+from glm_api.protocol.base import RequestModel
 from glm_api.protocol.openai import FinishReasonName, SamplingFields, StreamOptions, UsageInfo
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
+#: engine requests one completions request may start (prompts x n): more would fill the
+#: server's queue (256 by default) for everyone else, and could never all be admitted
+MAX_CHOICES = 128
 
 
 def _no_empty_lists(value: PromptInput) -> PromptInput:
@@ -57,6 +61,14 @@ class CompletionRequest(SamplingFields):
             raise ValueError("best_of other than n is not supported")
         if self.echo and self.logprobs is not None:
             raise ValueError("echo together with logprobs is not supported")
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        num_prompts = len(self.prompt_items())
+        if num_prompts * self.n > MAX_CHOICES:
+            raise ValueError(
+                f"this request asks for {num_prompts * self.n} completions ({num_prompts} "
+                f"prompts x n={self.n}); at most {MAX_CHOICES} per request"
+            )
         return self
 
     def prompt_items(self) -> list[str] | list[list[int]]:
@@ -97,7 +109,7 @@ class CompletionResponse(BaseModel):
 # ---------------------------------------------------------------- embeddings
 
 
-class EmbeddingRequest(BaseModel):
+class EmbeddingRequest(RequestModel):
     input: PromptInput
     model: str
     encoding_format: Literal["float", "base64"] = "float"
