@@ -7,6 +7,7 @@ handlers and sse.py uses it for an error that happens after a stream has started
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
@@ -17,16 +18,25 @@ from glm_api.protocol.errors import ErrorResponse
 logger = logging.getLogger("glm_api.http")
 
 
+#: pydantic's names for the member of a union or the validator a value was tried against
+#: (`messages.0.content.str`, `tool_choice.literal['none','auto']`): not the client's names
+_UNION_TAG = re.compile(r"^(str|int|float|bool|list\[.*\]|dict\[.*\]|literal\[.*\]|[a-z-]+\[.*\])$")
+_NOT_AN_OBJECT = ("model_attributes_type", "dict_type", "missing")
+
+
 def _validation_error(exc: RequestValidationError) -> ErrorResponse:
     first = exc.errors()[0] if exc.errors() else {}
     loc = [str(part) for part in first.get("loc", ()) if part != "body"]
-    param = ".".join(loc) or None
-    message = str(first.get("msg", "invalid request"))
-    if first.get("type") == "json_invalid":
+    param = ".".join(part for part in loc if not _UNION_TAG.match(part)) or None
+    message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+    kind = first.get("type")
+    if kind == "json_invalid":
         message, param = "The request body is not valid JSON.", None
+    elif param is None and kind in _NOT_AN_OBJECT:
+        message = "The request body must be a JSON object (send Content-Type: application/json)."
     elif param:
         message = f"{param}: {message}"
-    return ErrorResponse.of(message, "invalid_request_error", param=param, code=first.get("type"))
+    return ErrorResponse.of(message, "invalid_request_error", param=param, code=kind)
 
 
 def error_for(exc: Exception) -> tuple[int, ErrorResponse]:

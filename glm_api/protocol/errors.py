@@ -22,4 +22,14 @@ class ErrorResponse(BaseModel):
     def of(
         cls, message: str, type: str, param: str | None = None, code: str | None = None
     ) -> ErrorResponse:
-        return cls(error=ErrorInfo(message=message, type=type, param=param, code=code))
+        def text(value: str) -> str:  # a lone surrogate echoed from a request: escaped
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+        return cls(
+            error=ErrorInfo(
+                message=text(message),
+                type=type,
+                param=text(param) if param is not None else None,
+                code=code,
+            )
+        )
