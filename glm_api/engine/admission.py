@@ -29,6 +29,9 @@ FALLBACK_DEFAULTS: dict[str, Any] = {
 #: the longest context used when neither the config nor a smaller checkpoint limits it
 DEFAULT_MAX_MODEL_LEN = 8192
 MAX_LOGPROBS = 20
+#: temperatures below this sample as greedy (vLLM's threshold): dividing by less overflows
+GREEDY_BELOW = 1e-5
+MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.01, 100.0
 
 
 def max_model_len_for(model: CausalLM, config: EngineConfig) -> int:
@@ -97,6 +100,9 @@ class Admission:
         if params.top_k is not None and params.top_k < 0:
             params.top_k = 0  # vLLM spells "off" as -1
         _validate(params)
+        if params.temperature is not None and params.temperature < GREEDY_BELOW:
+            # logits / 1e-39 overflow to inf and the softmax to NaN: as vLLM, this is greedy
+            params.temperature = 0.0
         return params
 
     def text_stream(self, request: Request) -> TextStream:
@@ -112,8 +118,14 @@ def _validate(params: SamplingParams) -> None:
         raise bad("temperature must be >= 0.", "temperature")
     if params.top_p is None or not 0 < params.top_p <= 1:
         raise bad("top_p must be in (0, 1].", "top_p")
-    if params.repetition_penalty is None or params.repetition_penalty <= 0:
-        raise bad("repetition_penalty must be > 0.", "repetition_penalty")
+    penalty = params.repetition_penalty
+    if penalty is None or not MIN_REPETITION_PENALTY <= penalty <= MAX_REPETITION_PENALTY:
+        # ChatGLM's penalty divides positive logits by it: 1e-300 overflows them to inf
+        raise bad(
+            f"repetition_penalty must be in [{MIN_REPETITION_PENALTY}, "
+            f"{MAX_REPETITION_PENALTY}] (1 is off).",
+            "repetition_penalty",
+        )
     if not -2 <= params.presence_penalty <= 2:
         raise bad("presence_penalty must be in [-2, 2].", "presence_penalty")
     if not -2 <= params.frequency_penalty <= 2:
