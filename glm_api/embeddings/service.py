@@ -98,7 +98,7 @@ class EmbeddingService:
         pending = _Pending(served, sequences, loop.create_future())
         self._ensure_collector(loop).queue.put_nowait(pending)
         vectors = await pending.future
-        if dimensions is not None:
+        if dimensions is not None and dimensions != served.dimension:
             vectors = [_shorten(v, dimensions, served.folder_config.is_normalized) for v in vectors]
         num_tokens = sum(len(ids) for ids in sequences)
         return EmbeddingResult(vectors=vectors, num_tokens=num_tokens, model=served.name)
@@ -134,7 +134,7 @@ class EmbeddingService:
                 )
             if len(item) == 0:
                 raise InvalidRequestError(f"input[{index}] is empty", param="input")
-        if dimensions is None:
+        if dimensions is None or dimensions == model.dimension:  # the native size: as is
             return
         if not model.folder_config.can_shorten:
             raise InvalidRequestError(

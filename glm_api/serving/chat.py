@@ -131,7 +131,7 @@ class ChatService:
 
     def _choice(self, job: _Job, index: int, result: Collected) -> ChatCompletionChoice:
         reply = self._reply(job, result)
-        message = ChatResponseMessage(content=reply.content, tool_calls=reply.tool_calls)
+        message = ChatResponseMessage(content=reply.content, tool_calls=reply.tool_calls or None)
         return ChatCompletionChoice(
             index=index, message=message, logprobs=reply.logprobs, finish_reason=reply.finish
         )
