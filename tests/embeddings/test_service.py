@@ -168,3 +168,11 @@ def test_default_loads_offline_without_transformers() -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_dimensions_equal_to_the_models_own_size_are_the_plain_vectors(
+    minilm: EmbeddingService,
+) -> None:
+    plain = embed(minilm, ["the cat sat"]).vectors[0]
+    native = embed(minilm, ["the cat sat"], dimensions=384).vectors[0]
+    assert len(native) == 384 and native == plain  # not shortened, not renormalized
