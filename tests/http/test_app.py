@@ -40,8 +40,12 @@ def test_health_follows_ready() -> None:
     app = build_app(ServerSettings(), FakeEngine(), None, MODEL, ready=lambda: state["ready"])
     client = TestClient(app)
     assert_error(client.get("/health"), 503)
+    assert client.head("/health").status_code == 503
     state["ready"] = True
     assert client.get("/health").json() == {"status": "ok"}
+    head = client.head("/health")  # uptime probes: the status, no body
+    assert head.status_code == 200 and head.content == b""
+    assert client.head("/").status_code == 200
 
 
 def test_metrics_text(engine: FakeEngine, client: TestClient) -> None:

@@ -24,7 +24,7 @@ PAGE = Path(__file__).resolve().parents[2] / "web" / "index.html"
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
 async def index(request: Request) -> HTMLResponse:
     model = services(request).models.chat_model or ""
     return HTMLResponse(_page().replace("__GLM_API_MODEL__", html.escape(model, quote=True)))
@@ -35,7 +35,7 @@ def _page() -> str:
     return PAGE.read_text(encoding="utf-8")
 
 
-@router.get("/health")
+@router.api_route("/health", methods=["GET", "HEAD"])  # HEAD: what uptime probes send
 async def health(request: Request) -> JSONResponse:
     if services(request).ready():
         return JSONResponse({"status": "ok"})
