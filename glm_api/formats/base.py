@@ -71,6 +71,9 @@ class ChatFormat(ABC):
     #: replies open with the newline that ends the assistant's (empty) metadata line
     #: (ChatGLM3, GLM-4); serving drops leading whitespace so it is not part of the answer
     strips_reply_start: bool = False
+    #: bytes per id, for tokenizers whose ids map to fixed byte strings (sentencepiece with
+    #: byte fallback, tiktoken BPE, the demo's bytes); empty: `token_bytes` asks `decode`
+    _table: Sequence[bytes] = ()
 
     @abstractmethod
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -105,5 +108,17 @@ class ChatFormat(ABC):
         return ParsedReply(content=text)
 
     def id_to_piece(self, token_id: int) -> str:
-        """The text of one id as shown in logprobs."""
+        """The text of one id alone (a lone byte of a longer character reads U+FFFD)."""
         return self.decode([token_id], skip_special_tokens=False)
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The exact bytes one id stands for, as logprobs report them.
+
+        A byte-fallback or byte-level id is its one raw byte (never U+FFFD), a special its
+        name, an id outside the vocabulary b"". The bytes of a reply's ids join to its UTF-8,
+        except for what decoding drops (skipped specials, sentencepiece's first-piece space).
+        Formats with no `_table` whose ids can hold part of a character override this.
+        """
+        if self._table:
+            return self._table[token_id] if 0 <= token_id < len(self._table) else b""
+        return self.decode([token_id], skip_special_tokens=False).encode("utf-8")

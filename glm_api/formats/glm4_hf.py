@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, decoders
 
 from glm_api.formats.base import ChatFormat, ChatMessage, IncrementalDecoder, ParsedReply
 from glm_api.formats.chatglm import history_to_messages
@@ -27,6 +28,7 @@ from glm_api.formats.decoding import WindowDecoder
 from glm_api.formats.tools import parse_glm4
 
 _STOP_NAMES = ("<|endoftext|>", "<|user|>", "<|observation|>")
+_BYTE_FALLBACK_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 #: Used when a folder ships no template: GLM-4-9B-chat's rules (as glm4.py renders them).
 DEFAULT_TEMPLATE = (
     "[gMASK]<sop>{% if tools %}<|system|>\n"
@@ -39,6 +41,18 @@ DEFAULT_TEMPLATE = (
     "{% for m in messages %}{% if m.content %}<|{{ m.role }}|>{{ m.metadata }}\n{{ m.content }}"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
+
+
+def _byte_level_bytes() -> dict[str, int]:
+    """GPT-2's `bytes_to_unicode` inverted: which byte each character of a byte-level piece is."""
+    shown = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]  # bytes kept as is
+    hidden = [b for b in range(256) if b not in shown]  # moved to U+0100 onwards, in order
+    table = {chr(b): b for b in shown}
+    table.update({chr(0x100 + i): b for i, b in enumerate(hidden)})
+    return table
+
+
+_BYTE_LEVEL_BYTES = _byte_level_bytes()
 
 
 def _raise_exception(message: str) -> None:
@@ -109,6 +123,8 @@ class Glm4HfFormat(ChatFormat):
         self._tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         added = self._tokenizer.get_added_tokens_decoder()
         self.special_tokens = {token.content: i for i, token in added.items() if token.special}
+        self._added_bytes = {i: token.content.encode() for i, token in added.items()}
+        self._is_byte_level = isinstance(self._tokenizer.decoder, decoders.ByteLevel)
         self.vocab_size = self._tokenizer.get_vocab_size(with_added_tokens=True)
         self._template_source = read_chat_template(path)
         self._template = _environment().from_string(self._template_source)
@@ -138,6 +154,22 @@ class Glm4HfFormat(ChatFormat):
 
     def new_decoder(self, skip_special_tokens: bool = True) -> IncrementalDecoder:
         return WindowDecoder(lambda ids: self._tokenizer.decode(ids, skip_special_tokens))
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """From the piece, as `decode` would read it before its lossy UTF-8 step: byte-level
+        BPE (every GLM-4 -hf tokenizer.json) maps each character to one byte, byte-fallback
+        pieces `<0xE4>` are their byte, added tokens their content."""
+        if token_id in self._added_bytes:
+            return self._added_bytes[token_id]
+        piece = self._tokenizer.id_to_token(token_id)
+        if piece is None:
+            return b""
+        if self._is_byte_level and all(char in _BYTE_LEVEL_BYTES for char in piece):
+            return bytes(_BYTE_LEVEL_BYTES[char] for char in piece)
+        match = _BYTE_FALLBACK_PIECE.fullmatch(piece)
+        if match:
+            return bytes([int(match.group(1), 16)])
+        return super().token_bytes(token_id)
 
     def render(
         self, messages: Sequence[ChatMessage], tools: Sequence[dict[str, Any]] | None = None
