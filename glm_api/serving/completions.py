@@ -20,7 +20,7 @@ from glm_api.protocol.openai_misc import (
     CompletionRequest,
     CompletionResponse,
 )
-from glm_api.serving.logprobs import completion_logprobs
+from glm_api.serving.logprobs import TextOffsets, completion_logprobs
 from glm_api.serving.models import ServedModels
 from glm_api.serving.streams import Collected, collect, fan_out, fit_max_tokens, merge, open_streams
 
@@ -75,10 +75,17 @@ class CompletionService:
             params.append(dataclasses.replace(base, max_tokens=max_tokens))
         return _Job(request, response_id, prompts, params)
 
-    def _logprobs(self, job: _Job, result: Collected, offset: int) -> CompletionLogprobs | None:
+    def _offsets(self, job: _Job, index: int) -> TextOffsets:
+        """Where choice `index`'s tokens start in its text (after the echoed prompt)."""
+        skip = job.request.skip_special_tokens
+        return TextOffsets(self.engine.format, skip, len(job.prefix(index)))
+
+    def _logprobs(
+        self, job: _Job, result: Collected, offsets: TextOffsets, end: int | None
+    ) -> CompletionLogprobs | None:
         if job.request.logprobs is None:
             return None
-        return completion_logprobs(self.engine.format, result.logprobs, offset)
+        return completion_logprobs(self.engine.format, result.logprobs, offsets, end)
 
     async def create(self, request: CompletionRequest, response_id: str) -> CompletionResponse:
         job = self._prepare(request, response_id)
@@ -87,7 +94,7 @@ class CompletionService:
             CompletionChoice(
                 index=i,
                 text=job.prefix(i) + r.text,
-                logprobs=self._logprobs(job, r, 0),
+                logprobs=self._logprobs(job, r, self._offsets(job, i), len(job.prefix(i) + r.text)),
                 finish_reason=r.finish_reason.value if r.finish_reason else None,
             )
             for i, r in enumerate(results)
@@ -109,6 +116,7 @@ class CompletionService:
         options = job.request.stream_options
         include_usage = bool(options and options.include_usage)
         results = [Collected() for _ in streams]
+        offsets = [self._offsets(job, i) for i in range(len(streams))]
         exclude = None if include_usage else {"usage"}
 
         def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
@@ -122,14 +130,16 @@ class CompletionService:
                 [CompletionChoice(index=i, text=job.prefix(i)) for i in range(len(streams))]
             )
         async for index, output in merge(streams):
-            offset = len(results[index].text)
             results[index].add(output)
             if not (output.new_text or output.logprobs or output.is_finished):
                 continue  # the decoder is holding back an incomplete character
             delta = Collected()
             delta.add(output)
             finish = output.finish_reason.value if output.finish_reason else None
-            logprobs = self._logprobs(job, delta, offset)
+            # the text sent so far caps offsets only at the end: until then held-back text
+            # (maybe a stop string's start) is still to come
+            end = len(job.prefix(index) + results[index].text) if output.is_finished else None
+            logprobs = self._logprobs(job, delta, offsets[index], end)
             yield chunk(
                 [
                     CompletionChoice(

@@ -7,6 +7,7 @@ serving.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from glm_api.engine.async_engine import AsyncEngine
 from glm_api.http.app import build_app
 from glm_api.models.demo import build_demo_model
 from tests.fakes import FakeEmbeddingClient
-from tests.http.helpers import assert_error
+from tests.http.helpers import assert_error, sse_data
 
 MODEL = "glm-demo"
 USER = [{"role": "user", "content": "Hi"}]
@@ -154,3 +155,27 @@ def test_a_reply_without_tool_calls_has_tool_calls_null(client: TestClient) -> N
     body = {"model": MODEL, "messages": USER, "max_tokens": 2}
     message = client.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]
     assert message["tool_calls"] is None
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{}, {"stop": ["+XQ"]}, {"stop": ["+X"]}, {"skip_special_tokens": False}],
+    ids=["plain", "held-back-stop", "cut-by-stop", "specials-shown"],
+)
+def test_completion_text_offsets_follow_the_text_streamed_or_not(
+    client: TestClient, extra: dict
+) -> None:
+    """The demo model samples byte tokens and specials here: offsets count characters of the
+    returned text (a dropped special or a partial byte adds none), the same when streamed."""
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 12, "logprobs": 1, "seed": 6,
+            "temperature": 1.5, **extra}  # fmt: skip
+    choice = client.post("/v1/completions", json=body).json()["choices"][0]
+    offsets, text = choice["logprobs"]["text_offset"], choice["text"]
+    assert offsets == sorted(offsets) and all(0 <= o <= len(text) for o in offsets)
+    if not extra:
+        assert len(text) == 10 and offsets == [0, 1, 2, 2, 3, 4, 5, 6, 6, 7, 8, 9]
+    streamed = client.post("/v1/completions", json={**body, "stream": True}).text
+    chunks = [json.loads(d) for d in sse_data(streamed)[:-1]]
+    parts = [c["choices"][0] for c in chunks if c["choices"]]
+    assert "".join(p["text"] for p in parts) == text
+    assert [o for p in parts if p["logprobs"] for o in p["logprobs"]["text_offset"]] == offsets
