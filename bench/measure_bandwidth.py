@@ -1,11 +1,13 @@
 """Measure this machine's memory bandwidth, the bound on single-stream decode speed.
 
     python bench/measure_bandwidth.py [--gb 1.0] [--repeats 5] [--threads N] [--json]
+                                      [--read-only]
 
 Decoding one sequence reads every weight once per token, so tokens/s <= bandwidth / weight
 bytes. Two numbers, best of --repeats each: `read` (a float32 sum over a --gb array: what a
 matrix-vector product does) and `copy` (read + write of the same array, counted as 2x bytes).
 Uses torch with all cores unless --threads is given. Prints GB/s (1e9 bytes per second).
+--read-only: only those two, as one JSON object (run_all.sh measures them around each run).
 Also `matmul_gflops`: a float32 (16 x 1024) @ (1024 x 5632) product through torch, the shape
 of a decode step at 16 sequences; `sgemm_gflops`: a 2048^3 float32 product through torch
 (MKL or oneDNN at their best shape: the machine's practical float32 peak); and, where our CPU kernel builds (glm_api/models/cpu_gemm.c),
@@ -39,12 +41,22 @@ def best_seconds(fn: object, repeats: int) -> float:
     return min(times)
 
 
-def measure(num_bytes: int, repeats: int) -> dict[str, float]:
+def measure_memory(num_bytes: int, repeats: int) -> dict[str, float]:
     num_floats = num_bytes // 4
     src = torch.ones(num_floats, dtype=torch.float32)  # (num_floats,)
     dst = torch.empty_like(src)
     read_s = best_seconds(lambda: src.sum(), repeats)
     copy_s = best_seconds(lambda: dst.copy_(src), repeats)
+    return {
+        "array_gb": num_floats * 4 / 1e9,
+        "read_gb_s": num_floats * 4 / read_s / 1e9,
+        "copy_gb_s": 2 * num_floats * 4 / copy_s / 1e9,
+        "threads": float(torch.get_num_threads()),
+    }
+
+
+def measure(num_bytes: int, repeats: int) -> dict[str, float]:
+    result = measure_memory(num_bytes, repeats)
     acts = torch.randn(16, 1024)  # (batch, hidden)
     weight = torch.randn(1024, 5632)  # (hidden, 2 * ffn): GLM's gate_up projection
     num_calls = 50  # one call is ~0.1 ms: time a run of them
@@ -52,12 +64,9 @@ def measure(num_bytes: int, repeats: int) -> dict[str, float]:
     square = torch.randn(2048, 2048)
     sgemm_s = best_seconds(lambda: square @ square, repeats)
     return {
+        **result,
         "matmul_gflops": num_calls * 2 * 16 * 1024 * 5632 / matmul_s / 1e9,
         "sgemm_gflops": 2 * 2048**3 / sgemm_s / 1e9,
-        "array_gb": num_floats * 4 / 1e9,
-        "read_gb_s": num_floats * 4 / read_s / 1e9,
-        "copy_gb_s": 2 * num_floats * 4 / copy_s / 1e9,
-        "threads": float(torch.get_num_threads()),
     }
 
 
@@ -103,12 +112,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--read-only", action="store_true", help="only read and copy (a second, between runs)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = measure(int(args.gb * 1e9), args.repeats)
-    result.update(kernel_rates(args.repeats))
-    if args.json:
+    if args.read_only:
+        result = measure_memory(int(args.gb * 1e9), args.repeats)
+    else:
+        result = measure(int(args.gb * 1e9), args.repeats)
+        result.update(kernel_rates(args.repeats))
+    if args.json or args.read_only:
         print(json.dumps(result))
         return
     print(

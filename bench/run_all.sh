@@ -150,7 +150,12 @@ run_server() {  # run_server NAME PORT
     "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" --concurrency 1 \
         --prompt-tokens 8 --max-tokens 4 --requests 1 --max-seconds 300 "${extras[@]}" \
         >"$OUT/$name.warmup.txt" 2>&1
+    # the read bandwidth just before and after the single-stream level: its bound in the
+    # report comes from these minutes, not from the start of the run
+    "$PY" bench/measure_bandwidth.py --read-only >"$OUT/$name.bw-before.json" 2>/dev/null
     for level in 1 16; do
+        [ "$level" = 16 ] && "$PY" bench/measure_bandwidth.py --read-only \
+            >"$OUT/$name.bw-after.json" 2>/dev/null
         local requests="$REQUESTS_C1"
         [ "$level" = 16 ] && requests="$REQUESTS_C16"
         "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" \
