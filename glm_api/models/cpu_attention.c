@@ -223,54 +223,64 @@ INLINE void task(const float *q, const void *K, const void *V, int64_t L, int64_
     for (int64_t g = 0; g < G; g++) memcpy(out + g * out_head_stride, acc + g * D, (size_t)D * sizeof(float));
 }
 
-/* q: row r's head h at q + r * q_stride + h * D (k, v alike with their strides; kv heads).
- * Caches (num_slots, num_kv_heads, cache_len, D) of `kind`. Sequence i:
- * token row rows[i], slot slots[i], lengths[i] keys already cached (its new key goes to
- * position lengths[i]). out: row r's head h at out + r * num_heads * D + h * D. D must be a
- * multiple of 8. Returns the number of tasks left undone for want of scratch memory (0: all
- * done). */
-INLINE int64_t decode_attention(const float *q, int64_t q_stride, const float *k,
-                                int64_t k_stride, const float *v, int64_t v_stride,
-                                void *key_cache, void *value_cache, int64_t cache_len,
-                                const int64_t *rows, const int64_t *slots,
-                                const int64_t *lengths, int64_t num_seqs, int64_t num_heads,
-                                int64_t num_kv_heads, int64_t D, float scale, float *out,
-                                int num_threads, const int kind) {
-    int64_t G = num_heads / num_kv_heads;
-    int64_t num_tasks = num_seqs * num_kv_heads, failed = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads) reduction(+ : failed)
-    for (int64_t task_id = 0; task_id < num_tasks; task_id++) {
-        int64_t i = task_id / num_kv_heads, h = task_id % num_kv_heads;
-        int64_t row = rows[i], pos = lengths[i], L = pos + 1;
-        int64_t base = (slots[i] * num_kv_heads + h) * cache_len * D; /* elements */
-        char *K = (char *)key_cache + base * ELEMENT(kind);
-        char *V = (char *)value_cache + base * ELEMENT(kind);
-        store_kv(K, pos * D, k + row * k_stride + h * D, D, kind);
-        store_kv(V, pos * D, v + row * v_stride + h * D, D, kind);
-        float *work = scratch_for((size_t)(G * ((L + 7) & ~(int64_t)7) + G * D));
-        if (!work) {
-            failed++;
-            continue;
-        }
-        task(q + row * q_stride + h * G * D, K, V, L, G, D, scale,
-             out + row * num_heads * D + h * G * D, D, work, kind);
-    }
-    return failed;
+/* one (sequence, kv head) task of glm_decode_attention for a cache of `kind`: its key and
+ * value written, then its attention; 1 when no scratch memory was left, else 0 */
+INLINE int64_t run_task(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
+                        const float *v, int64_t v_stride, void *key_cache, void *value_cache,
+                        int64_t cache_len, int64_t row, int64_t slot, int64_t pos,
+                        int64_t num_heads, int64_t num_kv_heads, int64_t h, int64_t D,
+                        float scale, float *out, const int kind) {
+    int64_t G = num_heads / num_kv_heads, L = pos + 1;
+    int64_t base = (slot * num_kv_heads + h) * cache_len * D; /* elements */
+    char *K = (char *)key_cache + base * ELEMENT(kind);
+    char *V = (char *)value_cache + base * ELEMENT(kind);
+    store_kv(K, pos * D, k + row * k_stride + h * D, D, kind);
+    store_kv(V, pos * D, v + row * v_stride + h * D, D, kind);
+    float *work = scratch_for((size_t)(G * ((L + 7) & ~(int64_t)7) + G * D));
+    if (!work) return 1;
+    task(q + row * q_stride + h * G * D, K, V, L, G, D, scale,
+         out + row * num_heads * D + h * G * D, D, work, kind);
+    return 0;
 }
 
-/* kind: KV_F32, KV_F16 or KV_BF16 caches (uint16_t bit patterns for the 16-bit ones) */
+/* run_task with `kind` a constant, one function each: the OpenMP region below is outlined
+ * before inlining, so a kind passed through it would reach the inner loops as a variable */
+#define RUN_TASK_FOR(NAME, KIND)                                                                 \
+    static int64_t NAME(const float *q, int64_t q_stride, const float *k, int64_t k_stride,      \
+                        const float *v, int64_t v_stride, void *key_cache, void *value_cache,    \
+                        int64_t cache_len, int64_t row, int64_t slot, int64_t pos,               \
+                        int64_t num_heads, int64_t num_kv_heads, int64_t h, int64_t D,           \
+                        float scale, float *out) {                                               \
+        return run_task(q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache,           \
+                        cache_len, row, slot, pos, num_heads, num_kv_heads, h, D, scale, out,    \
+                        KIND);                                                                   \
+    }
+RUN_TASK_FOR(run_task_f32, KV_F32)
+RUN_TASK_FOR(run_task_f16, KV_F16)
+RUN_TASK_FOR(run_task_bf16, KV_BF16)
+
+/* q: row r's head h at q + r * q_stride + h * D (k, v alike with their strides; kv heads).
+ * Caches (num_slots, num_kv_heads, cache_len, D) of `kind`: KV_F32, KV_F16 or KV_BF16
+ * (uint16_t bit patterns for the 16-bit ones). Sequence i: token row rows[i], slot slots[i],
+ * lengths[i] keys already cached (its new key goes to position lengths[i]). out: row r's head
+ * h at out + r * num_heads * D + h * D. D must be a multiple of 8. Returns the number of
+ * tasks left undone for want of scratch memory (0: all done). */
 int64_t glm_decode_attention(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                              const float *v, int64_t v_stride, void *key_cache,
                              void *value_cache, int64_t cache_len, const int64_t *rows,
                              const int64_t *slots, const int64_t *lengths, int64_t num_seqs,
                              int64_t num_heads, int64_t num_kv_heads, int64_t D, float scale,
                              float *out, int num_threads, int kind) {
-#define CALL(KIND)                                                                             \
-    decode_attention(q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache, cache_len, \
-                     rows, slots, lengths, num_seqs, num_heads, num_kv_heads, D, scale, out,   \
-                     num_threads, KIND)
-    if (kind == KV_F16) return CALL(KV_F16);
-    if (kind == KV_BF16) return CALL(KV_BF16);
-    return CALL(KV_F32);
-#undef CALL
+    int64_t (*run)(const float *, int64_t, const float *, int64_t, const float *, int64_t,
+                   void *, void *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                   int64_t, int64_t, float, float *) =
+        kind == KV_F16 ? run_task_f16 : kind == KV_BF16 ? run_task_bf16 : run_task_f32;
+    int64_t num_tasks = num_seqs * num_kv_heads, failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads) reduction(+ : failed)
+    for (int64_t task_id = 0; task_id < num_tasks; task_id++) {
+        int64_t i = task_id / num_kv_heads, h = task_id % num_kv_heads;
+        failed += run(q, q_stride, k, k_stride, v, v_stride, key_cache, value_cache, cache_len,
+                      rows[i], slots[i], lengths[i], num_heads, num_kv_heads, h, D, scale, out);
+    }
+    return failed;
 }
