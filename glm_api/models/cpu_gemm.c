@@ -52,26 +52,26 @@ static void tile(const float *x, int64_t K, int rows, const float *panel, float 
     __m256 hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0;
     const float *x0 = x, *x1 = x + K, *x2 = x + 2 * K, *x3 = x + 3 * K, *x4 = x + 4 * K,
                 *x5 = x + 5 * K;
-    /* a full tile without per-k branches; the partial tile (the last rows) tests its rows */
-    if (rows == TILE) {
-        for (int64_t k = 0; k < K; k++) {
-            __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);
-            __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);
-            PREFETCH_EVERY(passes);
-            ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5);
-        }
-    } else {
-        for (int64_t k = 0; k < K; k++) {
-            __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);
-            __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);
-            PREFETCH_EVERY(passes);
-            ROW(0);
-            if (rows > 1) ROW(1);
-            if (rows > 2) ROW(2);
-            if (rows > 3) ROW(3);
-            if (rows > 4) ROW(4);
-        }
+    /* one loop per row count, without per-k branches: a partial tile (the last rows of M,
+     * 4 of them at 16 rows or in a 256-row chunk) runs as fast per row as a full one
+     * (measured: 16-row steps of the 0.6B model's linears 3-12% faster than one loop that
+     * tested its rows at every k) */
+#define K_LOOP(ROWS)                                                                     \
+    for (int64_t k = 0; k < K; k++) {                                                    \
+        __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);                                  \
+        __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);                              \
+        PREFETCH_EVERY(passes);                                                          \
+        ROWS;                                                                            \
     }
+    switch (rows) {
+        case 6: K_LOOP(ROW(0); ROW(1); ROW(2); ROW(3); ROW(4); ROW(5)) break;
+        case 5: K_LOOP(ROW(0); ROW(1); ROW(2); ROW(3); ROW(4)) break;
+        case 4: K_LOOP(ROW(0); ROW(1); ROW(2); ROW(3)) break;
+        case 3: K_LOOP(ROW(0); ROW(1); ROW(2)) break;
+        case 2: K_LOOP(ROW(0); ROW(1)) break;
+        default: K_LOOP(ROW(0)) break;
+    }
+#undef K_LOOP
     __m256 lo[TILE] = {lo0, lo1, lo2, lo3, lo4, lo5};
     __m256 hi[TILE] = {hi0, hi1, hi2, hi3, hi4, hi5};
     float row[PANEL];
