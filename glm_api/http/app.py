@@ -22,7 +22,7 @@ from glm_api.engine.errors import EngineError
 from glm_api.engine.protocol import EngineClient
 from glm_api.http.auth import load_api_keys
 from glm_api.http.deps import Services
-from glm_api.http.errors import error_for
+from glm_api.http.errors import BodyTooLargeError, error_for
 from glm_api.http.metrics import Metrics
 from glm_api.http.routes import legacy, openai, web
 from glm_api.serving.chat import ChatService
@@ -71,6 +71,39 @@ class CatchUnexpected:
                 await response(scope, receive, send)
 
 
+#: the largest request body read (a 128K-token prompt is well under 1 MiB of text; 2,048
+#: embedding inputs of 8K characters are 16 MiB): more is refused before it is parsed
+MAX_BODY_BYTES = 32 * 1024 * 1024
+
+
+class LimitBody:
+    """A 413 for a body over `limit`: by its Content-Length before anything is read, or, sent
+    chunked, as soon as the bytes received pass it (CatchUnexpected answers the error)."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length", b"").strip()
+        if length.isdigit() and int(length) > self.limit:
+            await _error_json(BodyTooLargeError(self.limit))(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise BodyTooLargeError(self.limit)
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def _services(
     engine: EngineClient | None,
     embeddings: EmbeddingClient | None,
@@ -107,6 +140,7 @@ def build_app(
     for exc_type in (EngineError, RequestValidationError, HTTPException):
         app.add_exception_handler(exc_type, _handle)
     app.add_middleware(CatchUnexpected)
+    app.add_middleware(LimitBody)  # outermost: an oversized body is never read whole
     if settings.allowed_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -39,8 +39,19 @@ def _validation_error(exc: RequestValidationError) -> ErrorResponse:
     return ErrorResponse.of(message, "invalid_request_error", param=param, code=kind)
 
 
+class BodyTooLargeError(Exception):
+    """A request body over the server's limit (app.py's LimitBody)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than {limit // 2**20} MiB.")
+
+
 def error_for(exc: Exception) -> tuple[int, ErrorResponse]:
     """The status and OpenAI-shaped body for any exception a route can raise."""
+    if isinstance(exc.__cause__, BodyTooLargeError):  # FastAPI wraps errors reading a body
+        exc = exc.__cause__
+    if isinstance(exc, BodyTooLargeError):
+        return 413, ErrorResponse.of(str(exc), "invalid_request_error", code="request_too_large")
     if isinstance(exc, EngineError):
         body = ErrorResponse.of(str(exc), exc.error_type, exc.param, exc.code)
         return exc.status_code, body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -139,3 +140,24 @@ def test_models_are_listed_while_the_engine_loads() -> None:
         "languages": None, "pooling": None, "normalized": None,
     }  # fmt: skip
     assert_error(client.get("/health"), 503)
+
+
+def test_a_body_over_the_limit_is_a_413_whether_its_length_is_given_or_not(
+    client: TestClient,
+) -> None:
+    from glm_api.http.app import MAX_BODY_BYTES
+
+    big = b'{"model": "m", "input": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    headers = {"content-type": "application/json"}
+    error = assert_error(client.post("/v1/embeddings", content=big, headers=headers), 413)
+    assert error["code"] == "request_too_large" and "32 MiB" in error["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"model": "m", "input": "'
+        for _ in range(33):
+            yield b"a" * 2**20
+        yield b'"}'
+
+    chunked = client.post("/v1/embeddings", content=chunks(), headers=headers)
+    assert_error(chunked, 413, code="request_too_large")
+    assert client.get("/health").status_code == 200
