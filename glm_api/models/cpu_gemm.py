@@ -28,9 +28,15 @@ import torch
 from glm_api.models import cpu_kernels, hugepages
 
 PANEL = 16  # outputs per weight panel (cpu_gemm.c)
-#: panels reordered at a time when packing: temporaries of about 16 MiB, not a whole padded
-#: copy of the weight (GLM-4-9B's output layer is 2.5 GB in float32)
+#: what a weight is reordered or quantized in at a time: temporaries of about 16 MiB, not
+#: whole copies of the weight (GLM-4-9B's output layer is 2.5 GB in float32)
 BLOCK_BYTES = 1 << 24
+
+
+def blocks(count: int, item_bytes: int) -> list[slice]:
+    """Slices covering `count` items (rows, panels) of `item_bytes`, about `BLOCK_BYTES` each."""
+    step = max(1, BLOCK_BYTES // max(1, item_bytes))
+    return [slice(start, min(start + step, count)) for start in range(0, count, step)]
 
 
 def load() -> ctypes.CDLL | None:
@@ -43,13 +49,12 @@ def to_panels(weight: torch.Tensor) -> torch.Tensor:
     num_out, num_in = weight.shape
     num_panels = -(-num_out // PANEL)
     panels = hugepages.empty((num_panels, num_in, PANEL))  # streamed every step
-    step = max(1, BLOCK_BYTES // (PANEL * num_in * 4))
-    for first in range(0, num_panels, step):
-        last = min(first + step, num_panels)
-        rows = weight[first * PANEL : last * PANEL]  # the last block may lack rows: zeros
-        block = torch.zeros((last - first) * PANEL, num_in, dtype=torch.float32)
+    for part in blocks(num_panels, PANEL * num_in * 4):
+        num = part.stop - part.start
+        rows = weight[part.start * PANEL : part.stop * PANEL]  # the last may lack rows: zeros
+        block = torch.zeros(num * PANEL, num_in, dtype=torch.float32)
         block[: rows.shape[0]] = rows
-        panels[first:last] = block.reshape(last - first, PANEL, num_in).transpose(1, 2)
+        panels[part] = block.reshape(num, PANEL, num_in).transpose(1, 2)
     return panels
 
 

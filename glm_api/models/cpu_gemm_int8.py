@@ -39,14 +39,13 @@ def pack(
     num_panels, num_groups = -(-num_out // PANEL), -(-num_in // 4)
     panels = hugepages.empty((num_panels, num_groups, PANEL, 4), torch.int8)  # streamed every step
     col_sums = torch.empty(num_panels * PANEL, dtype=torch.int32)
-    step = max(1, cpu_gemm.BLOCK_BYTES // (PANEL * num_groups * 4))  # small temporaries
-    for first in range(0, num_panels, step):
-        last = min(first + step, num_panels)
-        rows = weight[first * PANEL : last * PANEL]  # zero rows and columns pad the edges
-        block = torch.zeros((last - first) * PANEL, num_groups * 4, dtype=torch.int8)
+    for part in cpu_gemm.blocks(num_panels, PANEL * num_groups * 4):  # small temporaries
+        num, outs = part.stop - part.start, slice(part.start * PANEL, part.stop * PANEL)
+        rows = weight[outs]  # zero rows and columns pad the edges
+        block = torch.zeros(num * PANEL, num_groups * 4, dtype=torch.int8)
         block[: rows.shape[0], :num_in] = rows
-        panels[first:last] = block.reshape(last - first, PANEL, num_groups, 4).permute(0, 2, 1, 3)
-        col_sums[first * PANEL : last * PANEL] = block.sum(dim=1, dtype=torch.int32)
+        panels[part] = block.reshape(num, PANEL, num_groups, 4).permute(0, 2, 1, 3)
+        col_sums[outs] = block.sum(dim=1, dtype=torch.int32)
     scales = torch.zeros(num_panels * PANEL, dtype=torch.float32)
     scales[:num_out] = scale.float()
     return panels, col_sums, scales

@@ -210,7 +210,7 @@ class Int4Linear(_Int4Base):
         module = cls(
             linear.in_features, linear.out_features, linear.bias is not None, group_size, device
         )
-        for rows in row_blocks(linear.out_features, linear.in_features):  # small temporaries
+        for rows in row_blocks(linear):  # small temporaries
             weight = linear.weight.detach()[rows].to(device=device, dtype=torch.float32)
             groups = weight.reshape(weight.shape[0], -1, group_size)  # (rows, in / g, g)
             low, high = groups.amin(dim=-1), groups.amax(dim=-1)

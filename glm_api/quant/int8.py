@@ -38,21 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glm_api.models import cpu_gemm_int8, cpu_ops
+from glm_api.models import cpu_gemm, cpu_gemm_int8, cpu_ops
 from glm_api.quant.probe import kernel_agrees
 
 _MIN_SCALE = 1e-12
 _ACT_LEVELS = 63  # activation codes in [-63, 63]: 7 bits, safe from fbgemm's int16 saturation
-#: float elements quantized at a time (16 MiB of float32): every step is per output row, so
-#: blocks of rows give the same codes with temporaries this small instead of several copies
-#: of the layer (the output layer of GLM-4-9B is 2.5 GB in float32)
-_BLOCK_ELEMENTS = 1 << 22
 
 
-def row_blocks(num_rows: int, row_len: int) -> list[slice]:
-    """Slices of about `_BLOCK_ELEMENTS` elements covering `num_rows` rows of `row_len`."""
-    step = max(1, _BLOCK_ELEMENTS // max(1, row_len))
-    return [slice(start, min(start + step, num_rows)) for start in range(0, num_rows, step)]
+def row_blocks(linear: nn.Linear) -> list[slice]:
+    """Blocks of the layer's output rows, about 16 MiB of float32 each (cpu_gemm.blocks):
+    quantizing is per output row, so blocks give the same codes with temporaries this small
+    instead of several copies of the layer."""
+    return cpu_gemm.blocks(linear.out_features, 4 * linear.in_features)
 
 
 def _has_fbgemm() -> bool:
@@ -94,7 +91,7 @@ class Int8Linear(nn.Module):
     @classmethod
     def from_linear(cls, linear: nn.Linear, device: torch.device) -> Int8Linear:
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, device)
-        for rows in row_blocks(linear.out_features, linear.in_features):
+        for rows in row_blocks(linear):
             weight = linear.weight.detach()[rows].to(device=device, dtype=torch.float32)
             # (rows,); floored where fbgemm's packing floors it too: every path sees one scale
             scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=_MIN_SCALE)

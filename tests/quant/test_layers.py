@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from glm_api.config import Quantize
-from glm_api.models import cpu_gemm_int8
+from glm_api.models import cpu_gemm, cpu_gemm_int8
 from glm_api.quant import (
     Int4Linear,
     Int8Linear,
@@ -176,8 +176,8 @@ def test_quantizing_in_row_blocks_gives_the_whole_layers_codes(
     torch.manual_seed(3)
     linear = nn.Linear(64, 37)  # 37 rows: blocks of 5 rows leave a block of 2
     whole = quantize_linear(linear, mode, CPU).state_dict()
-    monkeypatch.setattr(int8_module, "_BLOCK_ELEMENTS", 5 * 64)
-    assert len(int8_module.row_blocks(37, 64)) == 8
+    monkeypatch.setattr(cpu_gemm, "BLOCK_BYTES", 5 * 64 * 4)  # 5 float32 rows of 64
+    assert len(int8_module.row_blocks(linear)) == 8
     blocked = quantize_linear(linear, mode, CPU).state_dict()
     assert whole.keys() == blocked.keys()
     for name, tensor in whole.items():
