@@ -1,4 +1,5 @@
-"""`RequestModel`: the base of every request body's models (OpenAI and the original routes).
+"""`RequestModel` and `RequestBody`: the bases of every request's models (OpenAI and the
+original routes).
 
 Two rules hold for every field of every request, before the field's own validation:
 
@@ -41,18 +42,13 @@ def surrogate_path(value: Any, path: str = "") -> tuple[str, str] | None:
 
 
 class RequestModel(BaseModel):
+    """A model a request body holds (nested ones too): `null` takes the field's default."""
+
     @model_validator(mode="before")
     @classmethod
-    def _nulls_and_text(cls, data: Any) -> Any:
+    def _nulls(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        found = surrogate_path(data)
-        if found is not None:
-            where, char = found
-            raise ValueError(
-                f"{where or 'the body'}: the text holds a lone UTF-16 surrogate ({char}), "
-                "which is not valid Unicode"
-            )
         nulls = []
         for name, field in cls.model_fields.items():
             key = field.alias or name
@@ -60,3 +56,20 @@ class RequestModel(BaseModel):
             if data.get(key, 0) is None and not field.is_required() and has_default:
                 nulls.append(key)
         return {k: v for k, v in data.items() if k not in nulls} if nulls else data
+
+
+class RequestBody(RequestModel):
+    """A whole request body: its text is checked for lone surrogates once, here, before the
+    models nested in it are validated (they would only scan the same text again)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unicode(cls, data: Any) -> Any:
+        found = surrogate_path(data) if isinstance(data, dict) else None
+        if found is not None:
+            where, char = found
+            raise ValueError(
+                f"{where or 'the body'}: the text holds a lone UTF-16 surrogate ({char}), "
+                "which is not valid Unicode"
+            )
+        return data

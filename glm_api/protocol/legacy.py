@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from glm_api.engine.request import SamplingParams
-from glm_api.protocol.base import RequestModel
+from glm_api.protocol.base import RequestBody
 from glm_api.protocol.openai import ChatMessageParam
 
 
@@ -24,7 +24,7 @@ def history_pairs(history: list[list[str]]) -> list[tuple[str, str]]:
     return pairs
 
 
-class LegacyChatRequest(RequestModel):
+class LegacyChatRequest(RequestBody):
     prompt: str
     history: list[list[str]] = Field(default_factory=list)
     max_length: int = Field(default=4096, ge=1)
@@ -66,7 +66,7 @@ class ApiChatResponse(BaseModel):
     time: str
 
 
-class TokenizeRequest(RequestModel):
+class TokenizeRequest(RequestBody):
     prompt: str | None = None
     messages: list[ChatMessageParam] | None = None
     max_length: int | None = Field(default=None, ge=1)
@@ -86,7 +86,7 @@ class TokenizeResponse(BaseModel):
     object: Literal["tokenizer"] = "tokenizer"
 
 
-class LegacyEmbeddingRequest(RequestModel):
+class LegacyEmbeddingRequest(RequestBody):
     prompt: str | list[str]
     model: str | None = None
 

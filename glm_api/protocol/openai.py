@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from glm_api.engine.request import SamplingParams
-from glm_api.protocol.base import RequestModel
+from glm_api.protocol.base import RequestBody, RequestModel
 
 Stop = str | list[str] | None
 
@@ -34,7 +34,7 @@ class StreamOptions(RequestModel):
     include_usage: bool = False
 
 
-class SamplingFields(RequestModel):
+class SamplingFields(RequestBody):
     """Sampling knobs shared by chat and completions requests."""
 
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)

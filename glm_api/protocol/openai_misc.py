@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from glm_api.engine.request import SamplingParams
-from glm_api.protocol.base import RequestModel
+from glm_api.protocol.base import RequestBody
 from glm_api.protocol.openai import FinishReasonName, SamplingFields, StreamOptions, UsageInfo
 
 PromptInput = str | list[str] | list[int] | list[list[int]]
@@ -109,7 +109,7 @@ class CompletionResponse(BaseModel):
 # ---------------------------------------------------------------- embeddings
 
 
-class EmbeddingRequest(RequestModel):
+class EmbeddingRequest(RequestBody):
     input: PromptInput
     model: str
     encoding_format: Literal["float", "base64"] = "float"
