@@ -72,19 +72,15 @@ def chat_logprobs(fmt: ChatFormat, entries: Sequence[TokenLogprob]) -> ChatChoic
 def completion_logprobs(
     fmt: ChatFormat,
     entries: Sequence[TokenLogprob],
-    text_offset: int | TextOffsets,
+    offsets: TextOffsets,
     end: int | None = None,
 ) -> CompletionLogprobs:
     """The columns of `entries`, the next ids of one choice.
 
-    `text_offset` follows the choice's text: a `TextOffsets` kept across calls, or the
-    offset of the first entry, which starts a fresh one there (right for a whole answer, or
-    one id per call; specials skipped). `end`, the length of the choice's text once known,
-    caps the offsets of ids whose text a stop string cut off.
+    `offsets` follows the choice's text (one `TextOffsets` per choice, kept across stream
+    deltas). `end`, the length of the choice's text once known, caps the offsets of ids
+    whose text a stop string cut off.
     """
-    offsets = text_offset
-    if not isinstance(offsets, TextOffsets):
-        offsets = TextOffsets(fmt, start=offsets)
     out = CompletionLogprobs()
     for entry in entries:
         offset = offsets.advance(entry.token_id)

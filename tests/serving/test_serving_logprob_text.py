@@ -74,7 +74,7 @@ def test_demo_offsets_skip_specials_and_count_whole_characters() -> None:
     fmt = DemoFormat()
     ids = [ord("a"), fmt.special_tokens["<|system|>"], *"中".encode(), ord("b")]
     assert fmt.decode(ids) == "a中b"
-    out = completion_logprobs(fmt, entries(ids), 0)
+    out = completion_logprobs(fmt, entries(ids), TextOffsets(fmt))
     assert out.tokens == ["a", "<|system|>", "bytes:\\xe4", "bytes:\\xb8", "bytes:\\xad", "b"]
     assert out.text_offset == [0, 1, 1, 1, 1, 2]
 
@@ -85,7 +85,7 @@ def test_offsets_per_generation(name: str, formats: dict[str, ChatFormat]) -> No
     ids = fmt.encode("a", False) + [fmt.special_tokens[DROPPED[name]]] + fmt.encode("🦜b", False)
     text = fmt.decode(ids)
     assert text == ("a 🦜b" if name in SENTENCEPIECE else "a🦜b")
-    out = completion_logprobs(fmt, entries(ids), 0)
+    out = completion_logprobs(fmt, entries(ids), TextOffsets(fmt))
     assert (out.tokens, out.text_offset) == EXPECTED[name]
     assert text[out.text_offset[-1] :] == "b"
 
@@ -93,7 +93,7 @@ def test_offsets_per_generation(name: str, formats: dict[str, ChatFormat]) -> No
 def test_streamed_offsets_equal_the_whole_answer(formats: dict[str, ChatFormat]) -> None:
     fmt = formats["glm-4-9b-chat"]
     ids = fmt.encode("x 你好🦜!", False)
-    whole = completion_logprobs(fmt, entries(ids), 3).text_offset
+    whole = completion_logprobs(fmt, entries(ids), TextOffsets(fmt, start=3)).text_offset
     offsets = TextOffsets(fmt, start=3)
     streamed = [completion_logprobs(fmt, [e], offsets).text_offset[0] for e in entries(ids)]
     assert streamed == whole == [3, 4, 6, 7, 7, 7, 8]  # x, " 你", 好, 🦜 in 3 ids, !
@@ -103,7 +103,14 @@ def test_streamed_offsets_equal_the_whole_answer(formats: dict[str, ChatFormat])
 def test_offsets_past_a_stop_cut_are_capped() -> None:
     fmt = DemoFormat()
     ids = list(b"abSTOP")  # the engine sent "ab": the stop string is cut off
-    assert completion_logprobs(fmt, entries(ids), 0, end=2).text_offset == [0, 1, 2, 2, 2, 2]
+    assert completion_logprobs(fmt, entries(ids), TextOffsets(fmt), end=2).text_offset == [
+        0,
+        1,
+        2,
+        2,
+        2,
+        2,
+    ]
 
 
 def test_shown_specials_advance_offsets() -> None:
@@ -146,11 +153,11 @@ def test_demo_chat_bytes_of_byte_tokens() -> None:
 
 def test_distinct_byte_ids_give_distinct_top_keys(formats: dict[str, ChatFormat]) -> None:
     demo = DemoFormat()
-    out = completion_logprobs(demo, entries([0xE4], [[0xE4, 0xE5, 0xB8]]), 0)
+    out = completion_logprobs(demo, entries([0xE4], [[0xE4, 0xE5, 0xB8]]), TextOffsets(demo))
     assert out.top_logprobs == [{"bytes:\\xe4": -2.0, "bytes:\\xe5": -3.0, "bytes:\\xb8": -4.0}]
     chatglm2 = formats["chatglm2-6b"]
     parrot = chatglm2.encode("🦜", False)[1:]  # <0xF0> <0x9F> <0xA6> <0x9C>
-    out = completion_logprobs(chatglm2, entries(parrot[:1], [parrot]), 0)
+    out = completion_logprobs(chatglm2, entries(parrot[:1], [parrot]), TextOffsets(chatglm2))
     assert out.top_logprobs == [dict(zip(PARROT, [-2.0, -3.0, -4.0, -5.0], strict=True))]
 
 
@@ -158,7 +165,7 @@ def test_ids_with_the_same_bytes_keep_distinct_keys(formats: dict[str, ChatForma
     fmt = formats["chatglm2-6b"]
     spaces = [i for i in range(fmt.vocab_size) if fmt.token_bytes(i) == b" "]
     assert spaces == [35, 30910]  # the byte piece <0x20> and the piece `▁`
-    out = completion_logprobs(fmt, entries([30910], [[30910, 35]]), 0)
+    out = completion_logprobs(fmt, entries([30910], [[30910, 35]]), TextOffsets(fmt))
     assert out.top_logprobs == [{" ": -2.0, "token_id:35": -3.0}]
 
 
