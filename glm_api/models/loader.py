@@ -175,18 +175,31 @@ def load_model(source: str | None, config: EngineConfig) -> LoadedModel:
     )
 
 
-def _pack(model: nn.Module, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> None:
-    """Float32 on a CPU: each weight reordered once for our kernel or oneDNN (packed.py).
+def _packer(
+    config: EngineConfig, device: torch.device, dtype: torch.dtype
+) -> Callable[[nn.Module], None] | None:
+    """Float32 on a CPU: what reorders a module's weights once for our kernel or oneDNN
+    (packed.py); None where nothing is packed (quantized, other devices or dtypes)."""
+    if config.quantize != Quantize.NONE or not can_pack(device, dtype):
+        return None
+    pad = config.batch_invariant and config.max_num_seqs > 1
 
-    The loader packs each decoder layer as soon as it is read (`_layer_hook`); this packs
-    what is left (the output layer) or, for the demo model, everything.
-    """
-    if config.quantize == Quantize.NONE and can_pack(device, dtype):
-        pack_linears_(model, pad_single_row=config.batch_invariant and config.max_num_seqs > 1)
+    def pack(module: nn.Module) -> None:
+        pack_linears_(module, pad_single_row=pad)
+
+    return pack
+
+
+def _pack(model: nn.Module, config: EngineConfig, device: torch.device, dtype: torch.dtype) -> None:
+    """Pack what is left: the output layer (the loader packs each decoder layer as soon as
+    it is read, `_layer_hook`) or, for the demo model, everything."""
+    pack = _packer(config, device, dtype)
+    if pack is not None:
+        pack(model)
 
 
 def _layer_hook(
-    model: Any, config: EngineConfig, device: torch.device, dtype: torch.dtype, prequantized: bool
+    model: Any, config: EngineConfig, device: torch.device, dtype: torch.dtype, quantizes: bool
 ) -> Callable[[int], None] | None:
     """What to do with decoder layer i once all its weights are read: quantize it, or pack it.
 
@@ -194,18 +207,12 @@ def _layer_hook(
     time next to the converted ones, instead of all of them.
     """
     layers = model.decoder_layers()
-    if config.quantize != Quantize.NONE and not prequantized:
+    if quantizes:  # --quantize on a float checkpoint
         from glm_api.quant import quantize_linears_
 
         return lambda i: quantize_linears_(layers[i], config.quantize, device)
-    if config.quantize == Quantize.NONE and can_pack(device, dtype):
-        pad = config.batch_invariant and config.max_num_seqs > 1
-
-        def pack_layer(index: int) -> None:
-            pack_linears_(layers[index], pad_single_row=pad)
-
-        return pack_layer
-    return None
+    pack = _packer(config, device, dtype)
+    return None if pack is None else lambda i: pack(layers[i])
 
 
 def count_weight_bytes(model: nn.Module) -> int:
@@ -246,7 +253,8 @@ def load_weights(
     prefix = read_prefix_checkpoint(config.prefix_checkpoint) if config.prefix_checkpoint else {}
     model, name_table = _build(raw, prefix)
     is_prequantized = bool(raw.get("quantization_bit")) or "glm_api_quantization" in raw
-    hook = _layer_hook(model, config, device, dtype, is_prequantized)
+    quantizes = config.quantize != Quantize.NONE and not is_prequantized
+    hook = _layer_hook(model, config, device, dtype, quantizes)
     state = StateLoader(model, device, dtype, hook)
     mapper = NameMapper(name_table)
     files = weight_files(folder)
@@ -259,7 +267,7 @@ def load_weights(
     state.finish(mapper.incomplete())
     if model.config.tie_word_embeddings:
         model.tie_weights()
-    elif config.quantize != Quantize.NONE and not is_prequantized:
+    elif quantizes:
         # The output layer is the largest single matmul of a decode step (vocabulary x hidden):
         # INT8 there doubles float32 decode speed on a CPU, and beats INT4 (see glm_api.quant).
         from glm_api.quant import quantize_linears_
