@@ -2,7 +2,8 @@
 
 The flattened batch is built from Python lists with one `torch.tensor` call per field;
 logits are computed only for the rows that yield a next id (the last row of a finished
-prefill chunk, every decode row), and only for the tokenizer's part of a padded vocabulary.
+prefill chunk, every decode row), and only for the tokenizer's part of a padded vocabulary;
+plain greedy rows first ask the model for their argmax without logits (`greedy_ids`).
 The runner owns each request's `torch.Generator` (seeded once) and nothing else: it never
 touches queues, and it never decides when a request stops.
 """
@@ -15,7 +16,7 @@ import torch
 
 from glm_api.engine.kv_cache import KVCache
 from glm_api.engine.request import Request, TokenLogprob
-from glm_api.engine.sampler import Sampler, SamplingRow
+from glm_api.engine.sampler import Sampler, SamplingRow, is_plain_greedy
 from glm_api.engine.scheduler import SchedulerOutput
 from glm_api.models.attention import AttentionBatch
 from glm_api.models.base import CausalLM
@@ -92,15 +93,38 @@ class Runner:
             if not inputs.sample_rows:
                 return sampled, logprobs
             rows = torch.tensor(inputs.sample_rows, dtype=torch.long, device=hidden.device)
-            logits = self.model.compute_logits(hidden[rows])  # (num_rows, vocab_size)
-            logits = logits[:, : self.vocab_limit].float()
+            hidden = hidden[rows]  # (num_rows, hidden)
             requests = [output.chunks[i].request for i in inputs.sample_chunks]
-            row_ids, row_logprobs = self.sampler(
-                logits, [SamplingRow(r, self._generator(r)) for r in requests]
-            )
-        for j, i in enumerate(inputs.sample_chunks):
-            sampled[i], logprobs[i] = row_ids[j], row_logprobs[j]
+            found = self._greedy_ids(hidden, requests)
+            rest = [j for j in range(len(requests)) if j not in found]
+            row_ids: list[int] = []
+            row_logprobs: list[TokenLogprob | None] = []
+            if rest:
+                if len(rest) < len(requests):
+                    hidden = hidden[torch.tensor(rest, device=hidden.device)]
+                logits = self.model.compute_logits(hidden)  # (num_rest, vocab_size)
+                logits = logits[:, : self.vocab_limit].float()
+                row_ids, row_logprobs = self.sampler(
+                    logits, [SamplingRow(requests[j], self._generator(requests[j])) for j in rest]
+                )
+        for j, token_id in found.items():
+            sampled[inputs.sample_chunks[j]] = token_id
+        for j, token_id, token_logprob in zip(rest, row_ids, row_logprobs, strict=True):
+            i = inputs.sample_chunks[j]
+            sampled[i], logprobs[i] = token_id, token_logprob
         return sampled, logprobs
+
+    def _greedy_ids(self, hidden: torch.Tensor, requests: list[Request]) -> dict[int, int]:
+        """Rows (index -> id) the model's greedy_ids settles without computing their logits."""
+        plain = [j for j, request in enumerate(requests) if is_plain_greedy(request)]
+        if not plain:
+            return {}
+        if len(plain) < len(requests):
+            hidden = hidden[torch.tensor(plain, device=hidden.device)]
+        ids = self.model.greedy_ids(hidden, self.vocab_limit)
+        if ids is None:
+            return {}
+        return {j: token_id for j, token_id in zip(plain, ids, strict=True) if token_id is not None}
 
     def _generator(self, request: Request) -> torch.Generator | None:
         if request.params.temperature == 0:

@@ -89,6 +89,21 @@ class Sampler:
             row[torch.tensor(stop, dtype=torch.long, device=row.device)] = float("-inf")
 
 
+def is_plain_greedy(request: Request) -> bool:
+    """Greedy, and nothing changes the logits or reads them: the id is the raw logits' argmax
+    (what a model's `greedy_ids` may give without computing them all)."""
+    params = request.params
+    masks_stop = len(request.output_ids) < params.min_tokens and bool(request.stop_ids)
+    return (
+        params.temperature == 0
+        and params.logprobs is None
+        and params.repetition_penalty in (None, 1.0)
+        and not params.presence_penalty
+        and not params.frequency_penalty
+        and not masks_stop
+    )
+
+
 def _sample_row(row: torch.Tensor, request: Request, generator: torch.Generator | None) -> int:
     """Temperature, top-k, top-p on one row `(vocab,)`, then one draw from `generator`."""
     params = request.params

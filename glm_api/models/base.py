@@ -54,6 +54,17 @@ class CausalLM(Protocol):
         """`(num_rows, hidden)` -> float32 logits `(num_rows, vocab_size)`."""
         ...
 
+    def greedy_ids(self, hidden: torch.Tensor, vocab_limit: int) -> list[int | None] | None:
+        """`(num_rows, hidden)` -> each row's argmax over its first `vocab_limit` logits, exactly
+        as `compute_logits(...).argmax()` would give it (None for a row the model leaves to
+        that), or None where the model has no faster way (greedy_screen.py)."""
+        ...
+
+    def add_greedy_screen(self) -> bool:
+        """Prepare `greedy_ids` (float32 on a CPU: an INT8 copy of the output layer); whether
+        it serves."""
+        ...
+
     def bidirectional_len(self, prompt_ids: list[int]) -> int:
         """How many prompt tokens see each other both ways (v1: up to `<sop>`), else 0."""
         ...

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from glm_api.models import packed
 from glm_api.models.attention import AttentionBatch, LayerCache, attend
 from glm_api.models.base import CacheSpec
 from glm_api.models.config import ChatGLMv1Config
@@ -173,6 +174,12 @@ class ChatGLMForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()  # (num_rows, vocab_size)
+
+    def greedy_ids(self, hidden: torch.Tensor, vocab_limit: int) -> list[int | None] | None:
+        return packed.greedy_ids(self.lm_head, hidden, vocab_limit)
+
+    def add_greedy_screen(self) -> bool:
+        return packed.add_greedy_screen(self.lm_head)
 
     def bidirectional_len(self, prompt_ids: list[int]) -> int:
         """Index of the last `<sop>` (bos): the tokens before it see each other both ways."""

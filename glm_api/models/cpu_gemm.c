@@ -102,3 +102,10 @@ void glm_linear_f32(const float *x, int64_t M, int64_t K, const float *panels, i
         }
     }
 }
+
+/* One row against one panel: out16 = the 16 outputs glm_linear_f32 gives that row there (no
+ * bias), whatever M it runs with, since each output is its own chain. cpu_greedy.c's exact
+ * pass computes the candidates of a greedy argmax with it. */
+void glm_panel_row_f32(const float *x, int64_t K, const float *panel, float *out16) {
+    tile(x, K, 1, panel, out16, PANEL, PANEL, 0, 0, 1);
+}

@@ -1,4 +1,5 @@
-"""Our CPU kernels (cpu_gemm.c, cpu_attention.c, cpu_ops.c, cpu_decoder.c), built with the system C compiler.
+"""Our CPU kernels (cpu_gemm.c, cpu_attention.c, cpu_ops.c, cpu_decoder.c, cpu_gemm_int8.c,
+cpu_greedy.c), built with the system C compiler.
 
 The C files ship inside the package. `load()` compiles them on first use into one library
 in the user's cache (`$GLM_API_CACHE_DIR`, else `~/.cache/glm_api`), keyed by a hash of the
@@ -9,7 +10,8 @@ own kernels. The library links the OpenMP runtime torch already loaded (same son
 
 What each kernel does, and why it is ours: cpu_gemm.py (linears), cpu_attention.py (decode
 attention over the slot cache), cpu_ops.py (RMSNorm, rotary embedding, SwiGLU), cpu_decoder.py
-(a whole decode step of glm.py's layers in one call).
+(a whole decode step of glm.py's layers in one call), cpu_gemm_int8.py (INT8 linears),
+greedy_screen.py (a greedy row's argmax without every float32 logit).
 """
 
 from __future__ import annotations
@@ -31,8 +33,11 @@ log = logging.getLogger("glm_api.models")
 _HERE = Path(__file__).parent
 SOURCES = tuple(
     _HERE / name
-    for name in ("cpu_gemm.c", "cpu_attention.c", "cpu_ops.c", "cpu_decoder.c", "cpu_gemm_int8.c")
-)
+    for name in (
+        "cpu_gemm.c", "cpu_attention.c", "cpu_ops.c", "cpu_decoder.c", "cpu_gemm_int8.c",
+        "cpu_greedy.c",
+    )
+)  # fmt: skip
 HEADERS = (_HERE / "cpu_simd.h",)
 # no contraction of a * b + c into one FMA where the C says two operations: elementwise
 # code rounds as written, the kernels' FMAs are explicit intrinsics
@@ -67,6 +72,11 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "glm_scale_rows_f32": (None, [_P, _I64, _I64, _P, _P, _P]),
     # x, M, K, panels, col_sums, w_scales, N, bias, out, threads -> 0, or -1: no memory
     "glm_linear_int8": (_I64, [_P, _I64, _I64, _P, _P, _P, _I64, _P, _P, _INT]),
+    # x, M, K, panels, q_panels, q_scales, bounds, max_errors, max_norm, limit, max_panels,
+    # approx, ids, threads
+    "glm_greedy_f32": (
+        None, [_P, _I64, _I64, _P, _P, _P, _P, _P, ctypes.c_double, _I64, _I64, _P, _P, _INT]
+    ),
     # x, rows, dim, row_stride, out (int64)
     "glm_argmax_rows_f32": (None, [_P, _I64, _I64, _I64, _P]),
     # decoder, hidden, M, cos, sin, slots, lengths, key_caches, value_caches, cache_len,

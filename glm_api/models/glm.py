@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from glm_api.models import cpu_decoder, cpu_ops
+from glm_api.models import cpu_decoder, cpu_ops, packed
 from glm_api.models.attention import AttentionBatch, LayerCache, attend
 from glm_api.models.base import CacheSpec
 from glm_api.models.config import GLMConfig
@@ -251,6 +251,12 @@ class GLMForCausalLM(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.transformer.output_layer(hidden).float()  # (num_rows, vocab_size)
+
+    def greedy_ids(self, hidden: torch.Tensor, vocab_limit: int) -> list[int | None] | None:
+        return packed.greedy_ids(self.transformer.output_layer, hidden, vocab_limit)
+
+    def add_greedy_screen(self) -> bool:
+        return packed.add_greedy_screen(self.transformer.output_layer)
 
     def bidirectional_len(self, prompt_ids: list[int]) -> int:
         return 0

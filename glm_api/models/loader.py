@@ -9,6 +9,7 @@ weights.py; the architectures are glm.py and chatglm.py.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from glm_api.models.errors import ModelLoadError
 from glm_api.models.packed import can_pack, pack_linears_
 from glm_api.models.registry import ARCHITECTURES
 from glm_api.models.weights import NameMapper, StateLoader, read_tensors, weight_files
+
+log = logging.getLogger("glm_api.models")
 
 _PREFIX = "transformer.prefix_encoder."
 #: what a checkpoint needs (no pickles when safetensors exist: they would double the download)
@@ -196,6 +199,8 @@ def _pack(model: nn.Module, config: EngineConfig, device: torch.device, dtype: t
     pack = _packer(config, device, dtype)
     if pack is not None:
         pack(model)
+        if cast(CausalLM, model).add_greedy_screen():
+            log.info("greedy rows: the output layer's argmax screened by an INT8 copy (exact)")
 
 
 def _layer_hook(

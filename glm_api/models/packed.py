@@ -19,12 +19,14 @@ Quantized layers (glm_api/quant) and other devices do not come here.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from torch import nn
 
 from glm_api.models import cpu_gemm
+from glm_api.models.greedy_screen import MAX_ROWS, GreedyScreen
 
 
 def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
@@ -47,6 +49,39 @@ class PackedLinear(nn.Module):
         packed = cpu_gemm.to_panels(weight) if self.uses_cpu_gemm else weight.to_mkldnn()
         self.register_buffer("packed_weight", packed, persistent=False)
         self.bias = linear.bias
+        self.greedy_screen: GreedyScreen | None = None  # add_greedy_screen: output layers
+
+    def add_greedy_screen(self) -> bool:
+        """Keep an INT8 copy that finds greedy rows' argmax exactly (greedy_screen.py), for an
+        output layer on our kernel without a bias; False where it cannot be used."""
+        if not self.uses_cpu_gemm or self.bias is not None:
+            return False
+        if not GreedyScreen.usable(self.packed_weight):
+            return False
+        if self.greedy_screen is None:
+            screen = GreedyScreen(self.packed_weight)
+            for name in (
+                "codes",
+                "scales",
+                "bounds",
+                "max_errors",
+            ):  # counted with the weights, not saved
+                self.register_buffer(f"screen_{name}", getattr(screen, name), persistent=False)
+            self.greedy_screen = screen
+        return True
+
+    def greedy_argmax(self, x: torch.Tensor, limit: int) -> list[int | None] | None:
+        """Each row's argmax of its first `limit` outputs (None: compute that row's logits),
+        or None where the screen does not serve these rows."""
+        screen, library = self.greedy_screen, cpu_gemm.load()
+        rows = x.reshape(-1, self.in_features)
+        if screen is None or not screen.enabled or library is None:
+            return None
+        if not 1 <= rows.shape[0] <= MAX_ROWS:
+            return None
+        if rows.dtype != torch.float32:
+            return None
+        return screen.argmax(library, rows, self.packed_weight, min(limit, self.out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (num_rows, in_features)
@@ -76,6 +111,18 @@ class PackedLinear(nn.Module):
     def extra_repr(self) -> str:
         kernel = "cpu_gemm" if self.uses_cpu_gemm else "oneDNN"
         return f"in_features={self.in_features}, out_features={self.out_features}, {kernel}"
+
+
+def greedy_ids(layer: nn.Module, hidden: torch.Tensor, limit: int) -> list[int | None] | None:
+    """An output layer's greedy argmax per row of `hidden` where its screen serves them."""
+    return layer.greedy_argmax(hidden, limit) if isinstance(layer, PackedLinear) else None
+
+
+def add_greedy_screen(layer: nn.Module) -> bool:
+    """Give a float32 output layer its greedy screen (PackedLinear.add_greedy_screen)."""
+    if os.environ.get("GLM_API_GREEDY_SCREEN", "1") == "0":
+        return False
+    return isinstance(layer, PackedLinear) and layer.add_greedy_screen()
 
 
 def pack_linears_(model: nn.Module, pad_single_row: bool = True) -> int:

@@ -80,6 +80,12 @@ class TinyLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.head(hidden).float() * 3.0  # sharper, so greedy rarely meets near-ties
 
+    def greedy_ids(self, hidden: torch.Tensor, vocab_limit: int) -> list[int | None] | None:
+        return None
+
+    def add_greedy_screen(self) -> bool:
+        return False
+
     def bidirectional_len(self, prompt_ids: list[int]) -> int:
         if self.bidirectional_id is None or self.bidirectional_id not in prompt_ids:
             return 0

@@ -10,11 +10,13 @@ import torch
 
 from glm_api.config import Device, EngineConfig
 from glm_api.formats.demo import DemoFormat
+from glm_api.models import cpu_gemm
 from glm_api.models.chatglm import ChatGLMForCausalLM
 from glm_api.models.config import config_kind, parse_chatglm_config, parse_hf_config
 from glm_api.models.demo import DEMO_NAME, build_demo_model
 from glm_api.models.glm import GLMForCausalLM
 from glm_api.models.loader import load_model
+from glm_api.models.packed import PackedLinear
 from tests.helpers.checkpoints import LAYOUTS, write_checkpoint
 from tests.models.model_steps import run_steps
 
@@ -61,10 +63,14 @@ def test_load_model_pairs_weights_with_the_generation_format(
     assert loaded.name == layout  # the folder's name
     expected_class = ChatGLMForCausalLM if layout == "chatglm-6b" else GLMForCausalLM
     assert isinstance(loaded.model, expected_class)
-    # the weights as the checkpoint holds them (float32 layers are held reordered for oneDNN)
+    # the weights as the checkpoint holds them (float32 layers are held reordered for our
+    # kernel or oneDNN), and the output layer's INT8 greedy screen where it has one
+    head = loaded.model.lm_head if layout == "chatglm-6b" else loaded.model.transformer.output_layer
+    screen = getattr(head, "greedy_screen", None)
+    assert (screen is not None) == (cpu_gemm.load() is not None and isinstance(head, PackedLinear))
     assert loaded.num_weight_bytes == sum(
         t.numel() * t.element_size() for t in loaded.model.state_dict().values()
-    )
+    ) + (screen.num_bytes() if screen is not None else 0)
     prompt = loaded.format.encode("你好")
     assert max(prompt) < loaded.model.vocab_size
     hidden = run_steps(loaded.model, [prompt], loaded.model.bidirectional_len(prompt))[0]
