@@ -59,16 +59,18 @@ def bytes_per_token(shapes: dict[str, tuple[list[int], str]]) -> dict[str, float
     """Weight bytes one decode step reads: every tensor but the embedding table (one row).
 
     int8: matrices (the decoder's projections and lm_head) at 1 byte per weight plus one
-    float32 scale per output row; norms and biases stay float32.
+    float32 scale per output row; norms and biases stay float32. float32_greedy: what a
+    greedy float32 stream reads with GLM API's greedy screen (glm_api/models/greedy_screen.py):
+    the output layer as its INT8 copy plus three floats per id (scale and two bounds).
     """
-    num_params = num_read = int8_bytes = lm_head = 0
+    num_params = num_read = int8_bytes = lm_head = vocab = 0
     for name, (shape, _) in shapes.items():
         count = 1
         for dim in shape:
             count *= dim
         num_params += count
         if name.endswith("lm_head.weight"):
-            lm_head = count
+            lm_head, vocab = count, shape[0]
         if name.endswith("embed_tokens.weight"):
             continue
         num_read += count
@@ -79,6 +81,7 @@ def bytes_per_token(shapes: dict[str, tuple[list[int], str]]) -> dict[str, float
         #: what a prompt token costs: the output layer runs once per prompt, not per token
         "num_params_per_prompt_token": num_read - lm_head,
         "float32": 4.0 * num_read,
+        "float32_greedy": 4.0 * (num_read - lm_head) + lm_head + 12.0 * vocab,
         "int8": float(int8_bytes),
     }
 
@@ -204,9 +207,15 @@ def bound_lines(
         f"- Weights read per decoded token: {per_token['float32'] / 1e9:.2f} GB in float32, "
         f"{per_token['int8'] / 1e9:.2f} GB in int8 (every weight but the embedding table, "
         f"which is read one row at a time; the float32 KV cache adds "
-        f"{per_token['kv_bytes_per_position'] / 1e3:.0f} KB per position of context).",
+        f"{per_token['kv_bytes_per_position'] / 1e3:.0f} KB per position of context). "
+        f"A greedy float32 stream on GLM API reads {per_token['float32_greedy'] / 1e9:.2f} GB: "
+        "its greedy screen reads the output layer's INT8 copy and computes in float32 only "
+        "the few panels of ids that can hold the argmax (the same ids as every logit).",
     ]
-    for label, key, name in (("float32", "float32", "glm-api"), ("int8", "int8", "glm-api-int8")):
+    for label, key, name in (
+        ("float32, greedy (the benchmark's requests)", "float32_greedy", "glm-api"),
+        ("int8", "int8", "glm-api-int8"),
+    ):
         around = data.get(name, {}).get("read_gb_s")
         gb_s = around or bandwidth.get("read_gb_s", 0)
         bound = gb_s * 1e9 / per_token[key]
