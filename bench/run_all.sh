@@ -2,7 +2,7 @@
 # GLM API against its peers on one machine, one server at a time; writes docs/benchmarks.md.
 #
 #   bench/run_all.sh [--quick] [--tiny] [--only NAME[,NAME...]] [--out DIR] [--append]
-#                    [--no-quant] [--no-report]
+#                    [--no-quant] [--no-report] [--rounds N [--rounds-only NAME,...]]
 #
 # Makes the benchmark checkpoint if missing (bench/make_checkpoint.py), measures the machine
 # (CPU, cores, memory bandwidth, matmul rate), then for each server: start it with its
@@ -20,6 +20,9 @@
 # --tiny: the tiny checkpoint (hidden 64, 2 layers) instead of the 0.6B one.
 # --append: measure the --only servers again into an existing --out directory, keeping the
 # results of the others there (the report lists them all). --no-quant: skip quant_decode.
+# --rounds N: then start the --rounds-only servers (default glm-api,glm-api-int8,vllm-cpu)
+# together and measure them in N rounds of one 16-stream level each, the order rotated per
+# round (idle servers take no CPU): ratios whose servers met the same minutes of the machine.
 # Environment: BENCH_PORT (first port, default 8200), PEER_READY_TIMEOUT (seconds, 600).
 set -u
 cd "$(dirname "$0")/.."
@@ -31,6 +34,8 @@ TINY=0
 REPORT=1
 APPEND=0
 QUANT=1
+ROUNDS=0
+ROUND_SERVERS="glm-api,glm-api-int8,vllm-cpu"
 OUT=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -41,7 +46,9 @@ while [ $# -gt 0 ]; do
         --no-report) REPORT=0 ;;
         --append) APPEND=1 ;;
         --no-quant) QUANT=0 ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        --rounds) ROUNDS="$2"; shift ;;
+        --rounds-only) ROUND_SERVERS="$2"; shift ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "run_all.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -52,6 +59,7 @@ if [ "$QUICK" = 1 ]; then
 else
     PROMPT_TOKENS=128; MAX_TOKENS=128; REQUESTS_C1=4; REQUESTS_C16=32; MAX_SECONDS=1200
 fi
+REQUESTS_ROUND=16  # one wave of the 16 streams per server and round
 if [ "$TINY" = 1 ]; then
     CKPT="$ROOT/bench/checkpoints/glm4-tiny"; MAKE_FLAGS=(--tiny)
 else
@@ -119,52 +127,106 @@ not_started() {  # not_started NAME EXIT_CODE MESSAGE: recorded, so the report l
     echo "$1 not started: $3" >&2
 }
 
-run_server() {  # run_server NAME PORT
-    name="$1"
-    local port="$2" cmd rc pid model extras=()
+# start_peer NAME PORT [TAG]: start the server with its bench/peers script (its output in
+# $OUT/TAG.start, TAG defaulting to NAME) and send it one short warm-up request; sets PEER_PID,
+# PEER_MODEL and PEER_EXTRAS, or returns 1 when it did not start (recorded for the report)
+start_peer() {
+    local name="$1" port="$2" tag="${3:-$1}" cmd rc
     if ! cmd="$(start_command "$name" "$port")"; then
-        not_started "$name" 2 "unknown server name $name"
-        return
+        not_started "$tag" 2 "unknown server name $name"
+        return 1
     fi
     if ! port_free "$port"; then
-        not_started "$name" 5 "port $port is already in use"
-        return
+        not_started "$tag" 5 "port $port is already in use"
+        return 1
     fi
     echo "== $name: $cmd"
     # shellcheck disable=SC2086  # cmd is word-split on purpose (paths have no spaces)
-    bash $cmd >"$OUT/$name.start" 2>"$OUT/$name.start.err"
+    bash $cmd >"$OUT/$tag.start" 2>"$OUT/$tag.start.err"
     rc=$?
-    echo "exit_code=$rc" >>"$OUT/$name.start"
-    echo "command=$cmd" >>"$OUT/$name.start"
+    echo "exit_code=$rc" >>"$OUT/$tag.start"
+    echo "command=$cmd" >>"$OUT/$tag.start"
     if [ "$rc" != 0 ]; then
-        echo "$name did not start (exit $rc): $(tail -n 3 "$OUT/$name.start.err")" >&2
-        return
+        echo "$name did not start (exit $rc): $(tail -n 3 "$OUT/$tag.start.err")" >&2
+        return 1
     fi
-    pid="$(sed -n 's/^pid=//p' "$OUT/$name.start")"
-    model="$(sed -n 's/^model=//p' "$OUT/$name.start")"
+    PEER_PID="$(sed -n 's/^pid=//p' "$OUT/$tag.start")"
+    PEER_MODEL="$(sed -n 's/^model=//p' "$OUT/$tag.start")"
+    PEER_EXTRAS=()
     # transformers serve answers 422 to fields it does not know (ignore_eos, min_tokens);
     # random weights almost never sample an end id, so replies still run to max_tokens
-    [ "$name" = transformers-serve ] && extras=(--no-extras)
+    [ "$name" = transformers-serve ] && PEER_EXTRAS=(--no-extras)
     # one short request first: lazy initialisation (compilation, first allocations) is
     # start-up, not serving
-    "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" --concurrency 1 \
-        --prompt-tokens 8 --max-tokens 4 --requests 1 --max-seconds 300 "${extras[@]}" \
-        >"$OUT/$name.warmup.txt" 2>&1
+    "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$PEER_MODEL" \
+        --concurrency 1 --prompt-tokens 8 --max-tokens 4 --requests 1 --max-seconds 300 \
+        "${PEER_EXTRAS[@]}" >"$OUT/$tag.warmup.txt" 2>&1
+    return 0
+}
+
+# measure_level PORT MODEL LEVEL REQUESTS FILE EXTRAS...: one `glm-api bench` level -> FILE.json
+measure_level() {
+    local port="$1" model="$2" level="$3" requests="$4" file="$5"
+    shift 5
+    "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" \
+        --concurrency "$level" --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" \
+        --requests "$requests" --max-seconds "$MAX_SECONDS" --json "$@" \
+        >"$file.json" 2>"$file.err"
+    echo "   $(basename "$file"): exit $? ($(tr -d '\n ' <"$file.json" | grep -o '"output_tokens_per_s":[0-9.]*'))"
+}
+
+run_server() {  # run_server NAME PORT: start, measure concurrency 1 and 16, stop
+    name="$1"
+    local port="$2" level requests
+    start_peer "$name" "$port" || return
     # the read bandwidth just before and after the single-stream level: its bound in the
     # report comes from these minutes, not from the start of the run
     "$PY" bench/measure_bandwidth.py --read-only >"$OUT/$name.bw-before.json" 2>/dev/null
     for level in 1 16; do
         [ "$level" = 16 ] && "$PY" bench/measure_bandwidth.py --read-only \
             >"$OUT/$name.bw-after.json" 2>/dev/null
-        local requests="$REQUESTS_C1"
+        requests="$REQUESTS_C1"
         [ "$level" = 16 ] && requests="$REQUESTS_C16"
-        "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" \
-            --concurrency "$level" --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" \
-            --requests "$requests" --max-seconds "$MAX_SECONDS" --json "${extras[@]}" \
-            >"$OUT/$name.c$level.json" 2>"$OUT/$name.c$level.err"
-        echo "   concurrency $level: exit $? ($(tr -d '\n ' <"$OUT/$name.c$level.json" | grep -o '"output_tokens_per_s":[0-9.]*'))"
+        measure_level "$port" "$PEER_MODEL" "$level" "$requests" "$OUT/$name.c$level" \
+            "${PEER_EXTRAS[@]}"
     done
-    stop_server "$pid" "$port"
+    stop_server "$PEER_PID" "$port"
+}
+
+# run_rounds: the --rounds servers started together (each idle while another is measured),
+# then ROUNDS rounds of one concurrency-16 level each, the order rotated every round, so
+# that the machine's drift falls on every server alike: $OUT/rounds/rN.NAME.json
+run_rounds() {
+    local names=() pids=() ports=() models=() extras_of=() i r k n port
+    IFS=',' read -r -a names <<<"$ROUND_SERVERS"
+    mkdir -p "$OUT/rounds"
+    port="$PORT"
+    for i in "${!names[@]}"; do
+        name="${names[$i]}"
+        if ! start_peer "$name" "$port" "rounds/$name"; then
+            for k in "${!pids[@]}"; do stop_server "${pids[$k]}" "${ports[$k]}"; done
+            echo "rounds: $name did not start; no rounds" >&2
+            return
+        fi
+        pids+=("$PEER_PID"); ports+=("$port"); models+=("$PEER_MODEL")
+        extras_of+=("${PEER_EXTRAS[*]:-}")
+        port=$((port + 1))
+    done
+    n="${#names[@]}"
+    for r in $(seq 1 "$ROUNDS"); do
+        echo "== round $r"
+        for k in $(seq 0 $((n - 1))); do
+            i=$(((k + r - 1) % n))
+            # shellcheck disable=SC2086  # extras: zero or more words
+            measure_level "${ports[$i]}" "${models[$i]}" 16 "$REQUESTS_ROUND" \
+                "$OUT/rounds/r$r.${names[$i]}" ${extras_of[$i]}
+        done
+    done
+    for i in "${!names[@]}"; do
+        name="rounds/${names[$i]}"
+        stop_server "${pids[$i]}" "${ports[$i]}"
+    done
+    PORT="$port"
 }
 
 measure_machine
@@ -185,6 +247,9 @@ requests_c1=$REQUESTS_C1
 requests_c16=$REQUESTS_C16
 quick=$QUICK
 servers=$ALL_SERVERS
+rounds=$ROUNDS
+round_servers=$ROUND_SERVERS
+requests_round=$REQUESTS_ROUND
 date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 commit=$(git describe --always --dirty 2>/dev/null)
 EOF
@@ -193,6 +258,7 @@ for name in "${names[@]}"; do
     run_server "$name" "$PORT"
     PORT=$((PORT + 1))  # a fresh port each: a slow-dying server cannot collide with the next
 done
+[ "$ROUNDS" -gt 0 ] && run_rounds
 # engine-only decode speed of float32, INT8 and INT4 weights at batch 1 and 8 (no server)
 quant_flags=(--layers 24 --steps 16)
 [ "$QUICK" = 1 ] || [ "$TINY" = 1 ] && quant_flags=(--layers 2 --steps 4)

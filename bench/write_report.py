@@ -4,7 +4,8 @@
 
 Reads what run_all.sh leaves there: machine.txt, bandwidth.json, settings.txt, and per
 server NAME.start (key=value lines from its peer script, with exit_code), NAME.start.err,
-NAME.c1.json and NAME.c16.json (`glm-api bench --json`), and quant.md (bench/quant_decode.py). Writes the machine, each server's
+NAME.c1.json and NAME.c16.json (`glm-api bench --json`), rounds/rN.NAME.json (`--rounds`), and
+quant.md (bench/quant_decode.py). Writes the machine, each server's
 version and status (a server that failed to start is listed with its exit code and error),
 the results per server and concurrency, the GLM API / peer ratios, and the physical bounds
 computed from the checkpoint's weight sizes and the measured bandwidth. No measuring here.
@@ -370,9 +371,69 @@ def build_report(results: Path) -> str:
         "",
         *ttft_lines(data, settings, prefill_s),
         "",
+        *round_lines(results, settings),
         *quant_lines(results),
     ]
     return "\n".join(out)
+
+
+def round_lines(results: Path, settings: dict[str, str]) -> list[str]:
+    """`--rounds`: the servers started together and measured in turns, one table row a round."""
+    names = [n for n in settings.get("round_servers", "").split(",") if n]
+    num_rounds = int(settings.get("rounds", "0") or 0)
+    if not names or num_rounds < 1 or not (results / "rounds").is_dir():
+        return []
+    rates: dict[int, dict[str, float | None]] = {}
+    for r in range(1, num_rounds + 1):
+        rates[r] = {}
+        for name in names:
+            report = read_level(results / "rounds" / f"r{r}.{name}.json")
+            ok = report and not report["num_errors"] and report["output_tokens_per_s"]
+            rates[r][name] = float(report["output_tokens_per_s"]) if ok and report else None
+    ours = [n for n in names if n in GLM_API]
+    peers = [n for n in names if n not in GLM_API]
+    pairs = [(a, b) for a in ours for b in peers]
+    head = " | ".join(LABELS.get(n, n) for n in names)
+    pair_head = " | ".join(f"{SHORT.get(a, a)} / {LABELS.get(b, b)}" for a, b in pairs)
+    rows = [
+        f"| round | {head} | {pair_head} |",
+        "|---" * (1 + len(names) + len(pairs)) + "|",
+    ]
+    ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    for r, by_name in rates.items():
+        cells = [fmt(by_name[n]) for n in names]
+        for a, b in pairs:
+            x, y = by_name[a], by_name[b]
+            if x and y:
+                ratios[(a, b)].append(x / y)
+            cells.append(f"{x / y:.2f}x" if x and y else "-")
+        rows.append(f"| {r} | " + " | ".join(cells) + " |")
+    summary = [
+        f"- GLM API {SHORT.get(a, a)} / {LABELS.get(b, b)}: median **{_median(v):.2f}x** "
+        f"(rounds {min(v):.2f}-{max(v):.2f}x)"
+        for (a, b), v in ratios.items()
+        if v
+    ]
+    return [
+        "## Side by side in rounds (concurrency 16)",
+        "",
+        f"`bench/run_all.sh --rounds {num_rounds}`: these servers were started together (each "
+        "idle while another is measured) and each got one level of 16 streams "
+        f"({settings.get('requests_round', '16')} requests) per round, the order rotated every "
+        "round, so a round's servers met the same minutes of this machine, whose speed drifts "
+        "by 20% and more within minutes. Output tok/s:",
+        "",
+        *rows,
+        "",
+        *summary,
+        "",
+    ]
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def quant_lines(results: Path) -> list[str]:
