@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from glm_api.engine.errors import EngineError
+from glm_api.protocol.base import LONE_SURROGATE
 from glm_api.protocol.errors import ErrorResponse
 
 logger = logging.getLogger("glm_api.http")
@@ -30,6 +31,9 @@ def _validation_error(exc: RequestValidationError) -> ErrorResponse:
     param = ".".join(part for part in loc if not _UNION_TAG.match(part)) or None
     message = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
     kind = first.get("type")
+    if kind == LONE_SURROGATE:  # the message names the field already
+        param = (first.get("ctx") or {}).get("param")
+        return ErrorResponse.of(message, "invalid_request_error", param=param, code=kind)
     if kind == "json_invalid":
         message, param = "The request body is not valid JSON.", None
     elif param is None and kind in _NOT_AN_OBJECT:

@@ -15,6 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, model_validator
+from pydantic_core import PydanticCustomError
+
+#: the error type of a lone surrogate (http/errors.py takes its field from the context)
+LONE_SURROGATE = "lone_surrogate"
 
 
 def surrogate_path(value: Any, path: str = "") -> tuple[str, str] | None:
@@ -68,8 +72,11 @@ class RequestBody(RequestModel):
         found = surrogate_path(data) if isinstance(data, dict) else None
         if found is not None:
             where, char = found
-            raise ValueError(
-                f"{where or 'the body'}: the text holds a lone UTF-16 surrogate ({char}), "
-                "which is not valid Unicode"
+            # a model-level error has no field location: the field goes in its context
+            raise PydanticCustomError(
+                LONE_SURROGATE,
+                "{where}: the text holds a lone UTF-16 surrogate ({char}), which is not valid "
+                "Unicode",
+                {"where": where or "the body", "char": char, "param": where or None},
             )
         return data

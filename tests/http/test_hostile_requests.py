@@ -63,6 +63,7 @@ def test_a_lone_surrogate_is_a_400_naming_its_field(
     assert error["message"] == (
         f"{where}: the text holds a lone UTF-16 surrogate (\\ud800), which is not valid Unicode"
     )
+    assert error["param"] == where and error["code"] == "lone_surrogate"
     assert client.post("/v1/chat/completions", json={"model": MODEL, "messages": USER,
                        "max_tokens": 2}).status_code == 200  # fmt: skip
 
