@@ -159,18 +159,20 @@ start_peer() {
     # one short request first: lazy initialisation (compilation, first allocations) is
     # start-up, not serving
     "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$PEER_MODEL" \
-        --concurrency 1 --prompt-tokens 8 --max-tokens 4 --requests 1 --max-seconds 300 \
+        --concurrency 1 --prompt-tokens 8 --max-tokens 4 --requests 1 --max-seconds 300 --seed 0 \
         "${PEER_EXTRAS[@]}" >"$OUT/$tag.warmup.txt" 2>&1
     return 0
 }
 
-# measure_level PORT MODEL LEVEL REQUESTS FILE EXTRAS...: one `glm-api bench` level -> FILE.json
+# measure_level PORT MODEL LEVEL REQUESTS SEED FILE EXTRAS...: one `glm-api bench` level ->
+# FILE.json. SEED picks the prompts: every level a server sees has its own, so a server with
+# a prefix cache (vLLM's is on by default) never gets a prompt it has already computed
 measure_level() {
-    local port="$1" model="$2" level="$3" requests="$4" file="$5"
-    shift 5
+    local port="$1" model="$2" level="$3" requests="$4" seed="$5" file="$6"
+    shift 6
     "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" \
         --concurrency "$level" --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" \
-        --requests "$requests" --max-seconds "$MAX_SECONDS" --json "$@" \
+        --requests "$requests" --max-seconds "$MAX_SECONDS" --seed "$seed" --json "$@" \
         >"$file.json" 2>"$file.err"
     echo "   $(basename "$file"): exit $? ($(tr -d '\n ' <"$file.json" | grep -o '"output_tokens_per_s":[0-9.]*'))"
 }
@@ -187,7 +189,7 @@ run_server() {  # run_server NAME PORT: start, measure concurrency 1 and 16, sto
             >"$OUT/$name.bw-after.json" 2>/dev/null
         requests="$REQUESTS_C1"
         [ "$level" = 16 ] && requests="$REQUESTS_C16"
-        measure_level "$port" "$PEER_MODEL" "$level" "$requests" "$OUT/$name.c$level" \
+        measure_level "$port" "$PEER_MODEL" "$level" "$requests" "$level" "$OUT/$name.c$level" \
             "${PEER_EXTRAS[@]}"
     done
     stop_server "$PEER_PID" "$port"
@@ -218,7 +220,7 @@ run_rounds() {
         for k in $(seq 0 $((n - 1))); do
             i=$(((k + r - 1) % n))
             # shellcheck disable=SC2086  # extras: zero or more words
-            measure_level "${ports[$i]}" "${models[$i]}" 16 "$REQUESTS_ROUND" \
+            measure_level "${ports[$i]}" "${models[$i]}" 16 "$REQUESTS_ROUND" "$((100 + r))" \
                 "$OUT/rounds/r$r.${names[$i]}" ${extras_of[$i]}
         done
     done

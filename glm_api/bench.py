@@ -66,8 +66,11 @@ def check_loopback(url: str) -> None:
         raise ValueError(f"bench only targets loopback addresses, not {host!r}")
 
 
-def make_prompt(num_tokens: int, seed: int) -> str:
-    rng = random.Random(seed)
+def make_prompt(num_tokens: int, seed: int, index: int = 0) -> str:
+    """Request `index`'s prompt in a run seeded `seed`: random words, another text for every
+    (seed, index), so that no prompt reaches a server twice (a server with a prefix cache,
+    as vLLM's, would skip its prefill) as long as each run on a server has its own seed."""
+    rng = random.Random(f"glm-api-bench:{seed}:{index}")
     return " ".join(rng.choice(WORDS) for _ in range(max(1, num_tokens)))
 
 
@@ -135,6 +138,8 @@ async def run_level(
     max_seconds: float,
     extras: bool,
     api_key: str | None,
+    seed: int = 0,
+    first_prompt: int = 0,
 ) -> LevelReport:
     endpoint = url.rstrip("/") + "/v1/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -153,7 +158,9 @@ async def run_level(
                 return
             body: dict = {
                 "model": model,
-                "messages": [{"role": "user", "content": make_prompt(prompt_tokens, i)}],
+                "messages": [
+                    {"role": "user", "content": make_prompt(prompt_tokens, seed, first_prompt + i)}
+                ],
                 "max_tokens": max_tokens,
                 "temperature": 0.0,
                 "stream": True,
@@ -218,18 +225,23 @@ def run_bench(
     max_seconds: float,
     extras: bool = True,
     api_key: str | None = None,
+    seed: int = 0,
 ) -> list[LevelReport]:
-    """Run every level one after another; each level sends `num_requests` (default: 2x level)."""
+    """Run every level one after another; each level sends `num_requests` (default: 2x level)
+    prompts of its own (no prompt is sent twice in a run)."""
     check_loopback(url)
     reports = []
+    first_prompt = 0
     for level in concurrency_levels:
         count = num_requests if num_requests is not None else 2 * level
         report = asyncio.run(
             run_level(
-                url, model, level, count, prompt_tokens, max_tokens, max_seconds, extras, api_key
+                url, model, level, count, prompt_tokens, max_tokens, max_seconds, extras,
+                api_key, seed, first_prompt,
             )
-        )
+        )  # fmt: skip
         reports.append(report)
+        first_prompt += count
     return reports
 
 

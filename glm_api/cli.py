@@ -122,6 +122,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.max_seconds,
         extras=not args.no_extras,
         api_key=args.api_key,
+        seed=args.seed,
     )
     print(reports_to_json(reports) if args.json else format_table(reports))
     return 1 if any(r.num_errors for r in reports) else 0
@@ -161,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--max-seconds", type=float, default=600.0, help="cap per level")
     bench.add_argument("--no-extras", action="store_true", help="don't send ignore_eos/min_tokens")
     bench.add_argument("--api-key")
+    bench.add_argument(
+        "--seed", type=int, default=0, help="picks the prompts: give each run on a server its own"
+    )
     bench.add_argument("--json", action="store_true")
     return parser
 
