@@ -49,6 +49,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         help="a request's output never depends on its batch neighbours (default on; off: "
         "faster single stream where oneDNN serves float32)",
     )
+    p.add_argument(
+        "--prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reuse the cached keys/values of a prompt prefix a finished request left in its "
+        "slot (default on; the reply is the same, only its prefill shorter)",
+    )
     p.add_argument("--prefix-checkpoint", help="P-tuning v2 prefix_encoder weights")
     p.add_argument(
         "--embedding-model",

@@ -62,6 +62,9 @@ class EngineConfig:
     #: a request's float32 output does not depend on what else is in the batch (costs some
     #: single-stream speed on a CPU; see glm_api/models/packed.py)
     batch_invariant: bool = True
+    #: a new request reuses the keys/values of a prompt prefix a finished one left in its
+    #: slot (engine/scheduler.py); the reply is the same, only sooner
+    prefix_caching: bool = True
     served_model_name: str | None = None
     prefix_checkpoint: str | None = None  # P-tuning v2 prefix_encoder weights
     extra: dict[str, str] = field(default_factory=dict)
@@ -87,6 +90,7 @@ class ServerSettings(BaseSettings):
     kv_cache_memory_gb: float | None = None
     kv_cache_dtype: KVCacheDType = KVCacheDType.AUTO
     batch_invariant: bool = True
+    prefix_caching: bool = True
     prefix_checkpoint: str | None = None
     #: "PATH_OR_ID" or "NAME=PATH_OR_ID"; the first is the default; empty -> built-in MiniLM
     embedding_model: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -117,6 +121,7 @@ class ServerSettings(BaseSettings):
             kv_cache_memory_gb=self.kv_cache_memory_gb,
             kv_cache_dtype=self.kv_cache_dtype,
             batch_invariant=self.batch_invariant,
+            prefix_caching=self.prefix_caching,
             served_model_name=self.served_model_name,
             prefix_checkpoint=self.prefix_checkpoint,
         )

@@ -85,7 +85,11 @@ class AsyncEngine:
             self.cache.write_prefix(prefix)
         self._admission = Admission(model, format, self.max_model_len, self.generation_defaults)
         self._scheduler = Scheduler(
-            self.cache, config.max_num_seqs, config.max_num_batched_tokens, config.max_queue_len
+            self.cache,
+            config.max_num_seqs,
+            config.max_num_batched_tokens,
+            config.max_queue_len,
+            reuse_prefixes=config.prefix_caching,
         )
         self._runner = Runner(model, self.cache, format.vocab_size, self.device, config.seed)
         self._cond = threading.Condition()

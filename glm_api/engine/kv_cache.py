@@ -13,6 +13,7 @@ scheduler's business; what a layer writes into its slot is the model's.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from typing import Protocol
 
 import torch
@@ -32,29 +33,62 @@ class SlotAllocator(Protocol):
 
     def allocate(self) -> int | None: ...
 
-    def free(self, slot: int) -> None: ...
+    def allocate_reusing(self, prompt_ids: Sequence[int]) -> tuple[int, int] | None: ...
+
+    def free(self, slot: int, held_ids: Sequence[int] = ()) -> None: ...
 
 
 class SlotPool:
-    """Free-slot bookkeeping; always hands out the lowest free slot (deterministic)."""
+    """Free-slot bookkeeping; always hands out the lowest free slot (deterministic).
+
+    A freed slot may keep what its cache holds (`free(slot, held_ids)`: the ids at positions
+    0.. whose keys and values are still in it); `allocate_reusing` then gives a request the
+    free slot holding the longest prefix of its prompt, so that prefix need not be computed
+    again (a multi-turn chat resends its whole history every turn).
+    """
 
     def __init__(self, num_slots: int) -> None:
         self.num_slots = num_slots
         self._free = list(range(num_slots))  # a heap
         self._used: set[int] = set()
+        self._held: dict[int, list[int]] = {}  # free slot -> the ids its cache holds
 
     def allocate(self) -> int | None:
         if not self._free:
             return None
         slot = heapq.heappop(self._free)
-        self._used.add(slot)
+        self._take(slot)
         return slot
 
-    def free(self, slot: int) -> None:
+    def allocate_reusing(self, prompt_ids: Sequence[int]) -> tuple[int, int] | None:
+        """(slot, how many leading ids of `prompt_ids` its cache holds already), or None.
+
+        The free slot holding the longest prefix wins, the lowest on a tie; with no prefix
+        held anywhere this is `allocate()`'s slot.
+        """
+        if not self._free:
+            return None
+        best, best_len = self._free[0], 0
+        for slot, held in self._held.items():
+            length = common_prefix_len(held, prompt_ids)
+            if length > best_len or (length == best_len and length and slot < best):
+                best, best_len = slot, length
+        self._free.remove(best)
+        heapq.heapify(self._free)
+        self._take(best)
+        return best, best_len
+
+    def _take(self, slot: int) -> None:
+        self._held.pop(slot, None)  # its new owner overwrites the cache
+        self._used.add(slot)
+
+    def free(self, slot: int, held_ids: Sequence[int] = ()) -> None:
         if slot not in self._used:
             raise ValueError(f"slot {slot} is not allocated")
         self._used.remove(slot)
         heapq.heappush(self._free, slot)
+        if held_ids:
+            self._held[slot] = list(held_ids)
 
     @property
     def num_free(self) -> int:
@@ -64,6 +98,16 @@ class SlotPool:
     def usage(self) -> float:
         """Share of slots in use, 0..1."""
         return len(self._used) / self.num_slots if self.num_slots else 0.0
+
+
+def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids `a` and `b` share (slices compared in C, 256 ids at a time)."""
+    limit, step, n = min(len(a), len(b)), 256, 0
+    while n + step <= limit and a[n : n + step] == b[n : n + step]:
+        n += step
+    while n < limit and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def cache_dtype(choice: KVCacheDType, model_dtype: torch.dtype) -> torch.dtype:
@@ -162,8 +206,11 @@ class KVCache:
     def allocate(self) -> int | None:
         return self._pool.allocate()
 
-    def free(self, slot: int) -> None:
-        self._pool.free(slot)
+    def allocate_reusing(self, prompt_ids: Sequence[int]) -> tuple[int, int] | None:
+        return self._pool.allocate_reusing(prompt_ids)
+
+    def free(self, slot: int, held_ids: Sequence[int] = ()) -> None:
+        self._pool.free(slot, held_ids)
 
     @property
     def num_free(self) -> int:

@@ -95,6 +95,8 @@ class Request:
     slot: int | None = None
     #: tokens whose keys/values are in the cache
     num_computed: int = 0
+    #: leading prompt ids whose keys/values a previous request left in the slot (no prefill)
+    num_reused: int = 0
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
 

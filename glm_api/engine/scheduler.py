@@ -6,6 +6,14 @@ stalled), then prompts are prefilled in chunks under the per-step token budget
 A waiting request is admitted when a cache slot is free; since a slot holds a whole
 context, an admitted request always finishes and nothing is ever preempted.
 
+Prefix reuse: a finished request's slot keeps its prompt's keys and values, and a new
+request goes to the free slot holding the longest prefix of its prompt, whose prefill then
+starts after that prefix (at most all but the prompt's last id, which must run to give the
+first logits). Only prompt positions are kept: they were computed by prefill, exactly as this
+request's own prefill would compute them (the kernels give a row the same bits in any chunk),
+so a reply does not depend on what ran before it. Generated positions were computed by the
+decode path, to other bits, and are not reused. ChatGLM-6B's bidirectional prompts are not.
+
 The scheduler never touches tensors (the runner does) and never detokenizes (the async
 engine does, and finishes a request on a stop string through `finish_request`).
 """
@@ -53,8 +61,12 @@ class Scheduler:
         max_num_seqs: int,
         max_num_batched_tokens: int,
         max_queue_len: int,
+        reuse_prefixes: bool = True,
     ) -> None:
         self.slots = slots
+        self.reuse_prefixes = reuse_prefixes
+        #: prompt ids whose prefill a reused prefix saved, since start
+        self.num_reused_tokens = 0
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         self.max_queue_len = max_queue_len
@@ -88,7 +100,7 @@ class Scheduler:
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             if self._needed_in_one_chunk(self.waiting[0]) > budget and num_prefills > 0:
                 break  # its bidirectional part waits for a step with room
-            slot = self.slots.allocate()
+            slot = self._allocate(self.waiting[0])
             if slot is None:
                 break
             request = self.waiting.popleft()
@@ -97,6 +109,18 @@ class Scheduler:
             budget -= self._add_prefill(output, request, budget, num_prefills == 0)
             num_prefills += 1
         return output
+
+    def _allocate(self, request: Request) -> int | None:
+        """A slot for `request`, and its prefill's start after the prefix the slot holds."""
+        if not self.reuse_prefixes or request.num_bidirectional:
+            return self.slots.allocate()
+        allocated = self.slots.allocate_reusing(request.prompt_ids)
+        if allocated is None:
+            return None
+        slot, num_held = allocated
+        request.num_computed = request.num_reused = min(num_held, request.num_prompt_tokens - 1)
+        self.num_reused_tokens += request.num_reused
+        return slot
 
     @staticmethod
     def _needed_in_one_chunk(request: Request) -> int:
@@ -158,7 +182,9 @@ class Scheduler:
         else:
             self.waiting.remove(request)
         if request.slot is not None:
-            self.slots.free(request.slot)
+            # the prompt positions computed so far stay for a later request's prefix
+            held = request.prompt_ids[: request.num_computed] if self.reuse_prefixes else []
+            self.slots.free(request.slot, held if not request.num_bidirectional else [])
             request.slot = None
         request.status = RequestStatus.FINISHED
         request.finish_reason, request.stop_reason = reason, stop_reason
