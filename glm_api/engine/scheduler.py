@@ -10,8 +10,8 @@ Prefix reuse: a finished request's slot keeps its prompt's keys and values, and 
 request goes to the free slot holding the longest prefix of its prompt, whose prefill then
 starts after that prefix (at most all but the prompt's last id, which must run to give the
 first logits). Only prompt positions are kept: they were computed by prefill, exactly as this
-request's own prefill would compute them (the kernels give a row the same bits in any chunk),
-so a reply does not depend on what ran before it. Generated positions were computed by the
+request's own prefill would compute them (float32 on the CPU kernels gives a row the same bits
+in any chunk; tested), so a reply does not depend on what ran before it. Generated positions were computed by the
 decode path, to other bits, and are not reused. ChatGLM-6B's bidirectional prompts are not.
 
 The scheduler never touches tensors (the runner does) and never detokenizes (the async
