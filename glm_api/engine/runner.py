@@ -55,7 +55,7 @@ class Runner:
     def prepare(self, output: SchedulerOutput) -> StepInputs:
         ids: list[int] = []
         positions: list[int] = []
-        batch = AttentionBatch([], [], [], [], [])
+        batch = AttentionBatch([], [], [], [], [], [])
         sample_rows: list[int] = []
         sample_chunks: list[int] = []
         for i, chunk in enumerate(output.chunks):
@@ -66,6 +66,7 @@ class Runner:
             batch.query_lens.append(chunk.num_tokens)
             batch.cached_lens.append(chunk.start)
             batch.bidirectional_lens.append(request.num_bidirectional)
+            batch.prompt_lens.append(request.num_prompt_tokens)
             ids.extend(request.token_slice(chunk.start, chunk.num_tokens))
             positions.extend(range(chunk.start, chunk.start + chunk.num_tokens))
             if chunk.needs_sample:

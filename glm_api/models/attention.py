@@ -34,12 +34,20 @@ class AttentionBatch:
     cached_lens: list[int]
     #: ChatGLM-6B (v1): prompt tokens before `<sop>` that see each other both ways; else 0
     bidirectional_lens: list[int]
+    #: each sequence's prompt length, where known: a one-token chunk of a prompt is then
+    #: prefilled (SDPA, as its other chunks), not decoded, so a prompt position gets the same
+    #: bits however its prompt was split into chunks (and a reused prefix stays exact)
+    prompt_lens: list[int] = field(default_factory=list)
     #: the decode rows for the CPU kernel, made by the first layer that asks (then reused)
     _decode_rows: cpu_attention.DecodeRows | None = field(default=None, repr=False)
 
     @property
     def num_seqs(self) -> int:
         return len(self.slot_ids)
+
+    def is_prompt_row(self, i: int) -> bool:
+        """Sequence i's chunk is (part of) its prompt, where the prompt lengths are known."""
+        return bool(self.prompt_lens) and self.cached_lens[i] < self.prompt_lens[i]
 
     def decode_rows(self, num_prefix: int) -> cpu_attention.DecodeRows:
         """Sequences whose one new token attends to everything before it (no mask needed)."""
@@ -48,7 +56,9 @@ class AttentionBatch:
             seqs = [
                 i
                 for i in range(self.num_seqs)
-                if self.query_lens[i] == 1 and self.cached_lens[i] >= self.bidirectional_lens[i]
+                if self.query_lens[i] == 1
+                and self.cached_lens[i] >= self.bidirectional_lens[i]
+                and not self.is_prompt_row(i)
             ]
             slots = [self.slot_ids[i] for i in seqs]
             lengths = [num_prefix + self.cached_lens[i] for i in seqs]
@@ -136,10 +146,17 @@ def attend(
             work = torch.promote_types(q.dtype, keys.dtype)  # exactly (bf16 and f16: float32)
             q, keys, values = q.to(work), keys.to(work), values.to(work)
         mask = None
-        if num_new > 1 or batch.bidirectional_lens[i] > 0:
+        # a decode row attends to everything: no mask. Prompt rows get one even when a chunk
+        # holds one row, so SDPA takes the same path for every chunk (the same bits)
+        if num_new > 1 or batch.bidirectional_lens[i] > 0 or batch.is_prompt_row(i):
             mask = _mask(num_new, num_cached, num_prefix, batch.bidirectional_lens[i], query.device)
+        # SDPA's products run one query row another way than two or more (GEMV, not GEMM):
+        # a prompt chunk of one row goes as two, so it gets the bits of any longer chunk
+        padded = num_new == 1 and mask is not None and batch.is_prompt_row(i)
+        if padded:
+            q, mask = torch.cat([q, q], dim=2), torch.cat([mask, mask])
         o = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, scale=scale, enable_gqa=use_gqa
         )  # (1, heads, new, dim)
-        out[start : start + num_new] = o[0].transpose(0, 1)
+        out[start : start + num_new] = o[0, :, :num_new].transpose(0, 1)
     return out

@@ -13,6 +13,7 @@ from glm_api.engine.async_engine import AsyncEngine
 from glm_api.engine.kv_cache import SlotPool, common_prefix_len
 from glm_api.engine.request import FinishReason, Request, RequestOutput, SamplingParams
 from glm_api.engine.scheduler import Scheduler
+from glm_api.formats.base import ChatMessage
 from glm_api.models.loader import LoadedModel, load_model
 
 
@@ -109,3 +110,26 @@ def test_a_reused_prefix_gives_the_reply_of_a_fresh_engine(demo: LoadedModel, bu
         assert fresh_engine._scheduler.num_reused_tokens == 0
         assert ids_and_logprobs(outputs) == ids_and_logprobs(fresh)  # the same bits
         assert len(ids_and_logprobs(outputs)) == 12
+
+
+def test_a_served_chat_turn_asked_again_gets_the_same_bits(demo: LoadedModel) -> None:
+    # the prompt's last id alone is then a one-id chunk: it must be prefilled as in a fresh
+    # engine (SDPA), not decoded (our decode kernel rounds differently in the last place)
+    params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, logprobs=0)
+    prompt = demo.format.chat_prompt([ChatMessage("user", "Hello there, how are you doing today?")])
+    config = EngineConfig(max_num_seqs=2, max_model_len=256)
+    first, again = replies(AsyncEngine.from_loaded(demo, config), [prompt, prompt], params)
+    assert ids_and_logprobs(first) == ids_and_logprobs(again)
+
+
+def test_a_one_id_last_chunk_is_prefilled_to_the_bits_of_one_whole_chunk(
+    demo: LoadedModel,
+) -> None:
+    params = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, logprobs=0)
+    prompt = demo.format.encode("a prompt of exactly twenty-five ids or so, more or less")[:25]
+    assert len(prompt) == 25
+    split = EngineConfig(max_num_seqs=1, max_model_len=128, max_num_batched_tokens=24)
+    whole = replace(split, max_num_batched_tokens=64)
+    (in_two,) = replies(AsyncEngine.from_loaded(demo, split), [prompt], params)  # 24 + 1
+    (in_one,) = replies(AsyncEngine.from_loaded(demo, whole), [prompt], params)
+    assert ids_and_logprobs(in_two) == ids_and_logprobs(in_one)
