@@ -152,8 +152,8 @@ def attend(
             mask = _mask(num_new, num_cached, num_prefix, batch.bidirectional_lens[i], query.device)
         # SDPA's products run one query row another way than two or more (GEMV, not GEMM):
         # a prompt chunk of one row goes as two, so it gets the bits of any longer chunk
-        padded = num_new == 1 and mask is not None and batch.is_prompt_row(i)
-        if padded:
+        padded = num_new == 1 and batch.is_prompt_row(i)
+        if padded and mask is not None:
             q, mask = torch.cat([q, q], dim=2), torch.cat([mask, mask])
         o = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, scale=scale, enable_gqa=use_gqa
