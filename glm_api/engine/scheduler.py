@@ -10,9 +10,10 @@ Prefix reuse: a finished request's slot keeps its prompt's keys and values, and 
 request goes to the free slot holding the longest prefix of its prompt, whose prefill then
 starts after that prefix (at most all but the prompt's last id, which must run to give the
 first logits). Only prompt positions are kept: they were computed by prefill, exactly as this
-request's own prefill would compute them (float32 on the CPU kernels gives a row the same bits
-in any chunk; tested), so a reply does not depend on what ran before it. Generated positions were computed by the
-decode path, to other bits, and are not reused. ChatGLM-6B's bidirectional prompts are not.
+request's own prefill would compute them (in float32 on the CPU a prompt row gets the same
+bits in any chunk, attention.py; tested), so a reply does not depend on what ran before it.
+Generated positions were computed by the decode path, to other bits, and are not reused;
+nor are ChatGLM-6B's bidirectional prompts.
 
 The scheduler never touches tensors (the runner does) and never detokenizes (the async
 engine does, and finishes a request on a stop string through `finish_request`).
