@@ -65,6 +65,8 @@ class RequestOutput:
     #: which stop string or stop id ended the request, when one did
     stop_reason: str | int | None = None
     logprobs: list[TokenLogprob] | None = None
+    #: leading prompt ids whose keys/values were reused from the cache (prefix caching)
+    num_cached_tokens: int = 0
 
     @property
     def is_finished(self) -> bool:

@@ -63,6 +63,7 @@ class RequestStream:
             finish_reason=request.finish_reason,
             stop_reason=request.stop_reason,
             logprobs=[logprob] if logprob is not None else None,
+            num_cached_tokens=request.num_reused,
         )
 
 

@@ -24,10 +24,16 @@ from glm_api.protocol.base import RequestBody, RequestModel
 Stop = str | list[str] | None
 
 
+class PromptTokensDetails(BaseModel):
+    #: prompt ids whose keys/values were reused from an earlier request (prefix caching)
+    cached_tokens: int = 0
+
+
 class UsageInfo(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails = Field(default_factory=PromptTokensDetails)
 
 
 class StreamOptions(RequestModel):

@@ -156,6 +156,7 @@ class Collected:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     num_prompt_tokens: int = 0
     num_generated_tokens: int = 0
+    num_cached_tokens: int = 0
     finish_reason: FinishReason | None = None
 
     def add(self, output: RequestOutput) -> None:
@@ -164,6 +165,7 @@ class Collected:
         self.logprobs.extend(output.logprobs or [])
         self.num_prompt_tokens = output.num_prompt_tokens
         self.num_generated_tokens = output.num_generated_tokens
+        self.num_cached_tokens = output.num_cached_tokens
         self.finish_reason = output.finish_reason or self.finish_reason
 
 

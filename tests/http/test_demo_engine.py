@@ -47,7 +47,11 @@ def test_greedy_chat_equals_its_stream(client: TestClient) -> None:
     )
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in streamed if c["choices"])
     assert text == plain["choices"][0]["message"]["content"]
-    assert streamed[-1]["usage"] == plain["usage"]
+    usage = streamed[-1]["usage"]
+    details = usage.pop("prompt_tokens_details")
+    assert usage == {k: v for k, v in plain["usage"].items() if k != "prompt_tokens_details"}
+    # the same prompt again: prefix caching reused all of it but the last id
+    assert details == {"cached_tokens": plain["usage"]["prompt_tokens"] - 1}
 
 
 def test_n_and_logprobs(client: TestClient) -> None:

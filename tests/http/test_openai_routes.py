@@ -49,7 +49,10 @@ def test_chat_stream(client: TestClient) -> None:
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
     assert text == "Hello world!"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
-    assert chunks[-1]["usage"] == {"prompt_tokens": 6, "completion_tokens": 12, "total_tokens": 18}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 6, "completion_tokens": 12, "total_tokens": 18,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }  # fmt: skip
 
 
 def test_completions_text_and_stream(client: TestClient) -> None:

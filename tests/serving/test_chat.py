@@ -69,6 +69,7 @@ def test_prompt_ids_and_sampling_params_cross_the_boundary() -> None:
         "prompt_tokens": 16,
         "completion_tokens": 5,
         "total_tokens": 21,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
 
 
@@ -164,7 +165,10 @@ def test_stream_chunks_role_content_finish_usage() -> None:
     assert text == "Hey"
     assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"] == {"prompt_tokens": 6, "completion_tokens": 3, "total_tokens": 9}
+    assert chunks[-1]["usage"] == {
+        "prompt_tokens": 6, "completion_tokens": 3, "total_tokens": 9,
+        "prompt_tokens_details": {"cached_tokens": 0},
+    }  # fmt: skip
     assert all(c["usage"] is None for c in chunks[:-1])
 
 

@@ -34,6 +34,7 @@ def test_text_prompt_with_specials_and_default_max_tokens() -> None:
         "prompt_tokens": 4,
         "completion_tokens": 12,
         "total_tokens": 16,
+        "prompt_tokens_details": {"cached_tokens": 0},
     }
 
 
