@@ -113,7 +113,7 @@ class Scheduler:
 
     def _allocate(self, request: Request) -> int | None:
         """A slot for `request`, and its prefill's start after the prefix the slot holds."""
-        if not self.reuse_prefixes or request.num_bidirectional:
+        if not self._reuses_prefixes(request):
             return self.slots.allocate()
         allocated = self.slots.allocate_reusing(request.prompt_ids)
         if allocated is None:
@@ -122,6 +122,10 @@ class Scheduler:
         request.num_computed = request.num_reused = min(num_held, request.num_prompt_tokens - 1)
         self.num_reused_tokens += request.num_reused
         return slot
+
+    def _reuses_prefixes(self, request: Request) -> bool:
+        """Whether `request` may start from, and leave, a prompt prefix in its slot."""
+        return self.reuse_prefixes and not request.num_bidirectional
 
     @staticmethod
     def _needed_in_one_chunk(request: Request) -> int:
@@ -184,8 +188,10 @@ class Scheduler:
             self.waiting.remove(request)
         if request.slot is not None:
             # the prompt positions computed so far stay for a later request's prefix
-            held = request.prompt_ids[: request.num_computed] if self.reuse_prefixes else []
-            self.slots.free(request.slot, held if not request.num_bidirectional else [])
+            keep = self._reuses_prefixes(request)
+            self.slots.free(
+                request.slot, request.prompt_ids[: request.num_computed] if keep else []
+            )
             request.slot = None
         request.status = RequestStatus.FINISHED
         request.finish_reason, request.stop_reason = reason, stop_reason

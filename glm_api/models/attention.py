@@ -148,13 +148,13 @@ def attend(
         mask = None
         # a decode row attends to everything: no mask. Prompt rows get one even when a chunk
         # holds one row, so SDPA takes the same path for every chunk (the same bits)
-        if num_new > 1 or batch.bidirectional_lens[i] > 0 or batch.is_prompt_row(i):
+        prompt_row = batch.is_prompt_row(i)
+        if num_new > 1 or batch.bidirectional_lens[i] > 0 or prompt_row:
             mask = _mask(num_new, num_cached, num_prefix, batch.bidirectional_lens[i], query.device)
-        # SDPA's products run one query row another way than two or more (GEMV, not GEMM):
-        # a prompt chunk of one row goes as two, so it gets the bits of any longer chunk
-        padded = num_new == 1 and batch.is_prompt_row(i)
-        if padded and mask is not None:
-            q, mask = torch.cat([q, q], dim=2), torch.cat([mask, mask])
+            if num_new == 1 and prompt_row:
+                # SDPA's products run one query row another way than two or more (GEMV, not
+                # GEMM): a one-row prompt chunk goes as two, to the bits of a longer chunk
+                q, mask = torch.cat([q, q], dim=2), torch.cat([mask, mask])
         o = F.scaled_dot_product_attention(
             q, keys, values, attn_mask=mask, scale=scale, enable_gqa=use_gqa
         )  # (1, heads, new, dim)
