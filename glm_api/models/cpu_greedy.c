@@ -44,7 +44,8 @@ static void screen_tile(const float *x, int64_t K, int rows, const int8_t *panel
 #define K_LOOP(ROWS_)                                                                    \
     for (int64_t k = 0; k < K; k++) {                                                    \
         const int8_t *at = panel + k * PANEL; /* vpmovsxbd from memory: no shuffle */     \
-        __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)at))); \
+        __m256 w0 = _mm256_cvtepi32_ps(                                                  \
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)at)));                 \
         __m256 w1 = _mm256_cvtepi32_ps(                                                  \
             _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(at + 8))));           \
         ROWS_;                                                                           \
@@ -109,14 +110,14 @@ static int64_t row_argmax(const float *x, int64_t K, const float *panels, const 
 
 /* x (M <= 4, K); panels (ceil(N / 16), K, 16) float32 as glm_linear_f32 takes them;
  * q_panels the same shape in int8, q_scales, bounds (c_j) and max_errors (h_j), each
- * (16 ceil(N / 16)); max_norm: the
- * largest |w_j|_2 or |s_j q_j|_2; limit <= N: the ids to choose from; approx: M x 16
- * ceil(limit / 16) floats of scratch (the screened logits, left there); ids (M): the argmax
- * of each row's first `limit` logits, or -1 where the row must be computed in full. */
+ * (16 ceil(N / 16)); max_norm: the largest |w_j|_2 or |s_j q_j|_2; limit <= N: the ids to
+ * choose from; approx: M x 16 ceil(limit / 16) floats of scratch (the screened logits, left
+ * there); ids (M): the argmax of each row's first `limit` logits, or -1 where the row must
+ * be computed in full. */
 void glm_greedy_f32(const float *x, int64_t M, int64_t K, const float *panels,
                     const int8_t *q_panels, const float *q_scales, const float *bounds,
-                    const float *max_errors, double max_norm, int64_t limit, int64_t max_panels, float *approx,
-                    int64_t *ids, int num_threads) {
+                    const float *max_errors, double max_norm, int64_t limit,
+                    int64_t max_panels, float *approx, int64_t *ids, int num_threads) {
     int64_t num_panels = (limit + PANEL - 1) / PANEL, width = num_panels * PANEL;
     if (M < 1 || M > ROWS) {
         for (int64_t r = 0; r < M; r++) ids[r] = -1;
@@ -130,8 +131,7 @@ void glm_greedy_f32(const float *x, int64_t M, int64_t K, const float *panels,
                         approx + p * PANEL, width);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < M; r++)
-            ids[r] = row_argmax(x + r * K, K, panels, approx + r * width, bounds,
-                                max_errors, max_norm,
-                                limit, max_panels);
+            ids[r] = row_argmax(x + r * K, K, panels, approx + r * width, bounds, max_errors,
+                                max_norm, limit, max_panels);
     }
 }

@@ -109,8 +109,7 @@ class GreedyScreen:
             library.glm_greedy_f32(
                 rows.data_ptr(), num_rows, self.num_in, panels.data_ptr(), self.codes.data_ptr(),
                 self.scales.data_ptr(), self.bounds.data_ptr(), self.max_errors.data_ptr(),
-                self.max_norm, limit,
-                self.max_panels, self._scratch.data_ptr(), ids.data_ptr(),
+                self.max_norm, limit, self.max_panels, self._scratch.data_ptr(), ids.data_ptr(),
                 torch.get_num_threads(),
             )  # fmt: skip
         found = [int(i) if i >= 0 else None for i in ids.tolist()]
@@ -134,9 +133,13 @@ class GreedyScreen:
         width = -(-limit // PANEL) * PANEL
         return self._scratch[: num_rows * width].view(num_rows, width)[:, :limit].clone()
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What the screen holds, by name."""
+        names = ("codes", "scales", "bounds", "max_errors")
+        return {name: getattr(self, name) for name in names}
+
     def num_bytes(self) -> int:
-        tensors = (self.codes, self.scales, self.bounds, self.max_errors)
-        return sum(t.numel() * t.element_size() for t in tensors)
+        return sum(t.numel() * t.element_size() for t in self.tensors().values())
 
 
 def _round_up(values: torch.Tensor) -> torch.Tensor:

@@ -60,13 +60,8 @@ class PackedLinear(nn.Module):
             return False
         if self.greedy_screen is None:
             screen = GreedyScreen(self.packed_weight)
-            for name in (
-                "codes",
-                "scales",
-                "bounds",
-                "max_errors",
-            ):  # counted with the weights, not saved
-                self.register_buffer(f"screen_{name}", getattr(screen, name), persistent=False)
+            for name, tensor in screen.tensors().items():  # counted with the weights, not saved
+                self.register_buffer(f"screen_{name}", tensor, persistent=False)
             self.greedy_screen = screen
         return True
 
