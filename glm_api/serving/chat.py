@@ -27,7 +27,6 @@ from glm_api.protocol.openai import (
     ChatResponseMessage,
     DeltaMessage,
     FunctionCall,
-    PromptTokensDetails,
     ToolCallDelta,
     ToolCallOut,
     UsageInfo,
@@ -219,9 +218,4 @@ def _usage(results: Sequence[Collected]) -> UsageInfo:
     prompt = results[0].num_prompt_tokens if results else 0
     completion = sum(r.num_generated_tokens for r in results)
     cached = results[0].num_cached_tokens if results else 0
-    return UsageInfo(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-    )
+    return UsageInfo.of(prompt, completion, cached)

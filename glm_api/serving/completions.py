@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from glm_api.engine.errors import InvalidRequestError
 from glm_api.engine.protocol import EngineClient
 from glm_api.engine.request import RequestOutput, SamplingParams
-from glm_api.protocol.openai import PromptTokensDetails, UsageInfo
+from glm_api.protocol.openai import UsageInfo
 from glm_api.protocol.openai_misc import (
     CompletionChoice,
     CompletionLogprobs,
@@ -157,9 +157,4 @@ def _usage(job: _Job, results: Sequence[Collected]) -> UsageInfo:
     completion = sum(r.num_generated_tokens for r in results)
     # each prompt's first sample (results are prompt-major, n per prompt)
     cached = sum(r.num_cached_tokens for r in results[:: max(1, job.request.n)])
-    return UsageInfo(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
-        total_tokens=prompt + completion,
-        prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
-    )
+    return UsageInfo.of(prompt, completion, cached)
