@@ -92,8 +92,8 @@ port_free() {  # port_free PORT: true when nothing listens on it
     [ -z "$(ss -Htln "sport = :$1" 2>/dev/null)" ]
 }
 
-stop_server() {  # stop_server PID PORT: TERM the process group, then KILL after 30 s
-    local pid="$1" port="$2" waited=0
+stop_server() {  # stop_server PID PORT TAG: TERM the process group, then KILL after 30 s
+    local pid="$1" port="$2" tag="$3" waited=0
     kill -TERM -- -"$pid" 2>/dev/null
     while kill -0 -- -"$pid" 2>/dev/null && [ "$waited" -lt 30 ]; do
         sleep 1; waited=$((waited + 1))
@@ -101,10 +101,10 @@ stop_server() {  # stop_server PID PORT: TERM the process group, then KILL after
     kill -KILL -- -"$pid" 2>/dev/null
     sleep 1
     if port_free "$port"; then
-        echo "stopped=yes" >>"$OUT/$name.start"
+        echo "stopped=yes" >>"$OUT/$tag.start"
     else
-        echo "stopped=port $port still in use" >>"$OUT/$name.start"
-        echo "WARNING: port $port still in use after stopping $name" >&2
+        echo "stopped=port $port still in use" >>"$OUT/$tag.start"
+        echo "WARNING: port $port still in use after stopping $tag" >&2
     fi
 }
 
@@ -178,7 +178,7 @@ measure_level() {
 }
 
 run_server() {  # run_server NAME PORT: start, measure concurrency 1 and 16, stop
-    name="$1"
+    local name="$1"
     local port="$2" level requests
     start_peer "$name" "$port" || return
     # the read bandwidth just before and after the single-stream level: its bound in the
@@ -192,21 +192,23 @@ run_server() {  # run_server NAME PORT: start, measure concurrency 1 and 16, sto
         measure_level "$port" "$PEER_MODEL" "$level" "$requests" "$level" "$OUT/$name.c$level" \
             "${PEER_EXTRAS[@]}"
     done
-    stop_server "$PEER_PID" "$port"
+    stop_server "$PEER_PID" "$port" "$name"
 }
 
 # run_rounds: the --rounds servers started together (each idle while another is measured),
 # then ROUNDS rounds of one concurrency-16 level each, the order rotated every round, so
 # that the machine's drift falls on every server alike: $OUT/rounds/rN.NAME.json
 run_rounds() {
-    local names=() pids=() ports=() models=() extras_of=() i r k n port
+    local names=() pids=() ports=() models=() extras_of=() i r k n port name
     IFS=',' read -r -a names <<<"$ROUND_SERVERS"
     mkdir -p "$OUT/rounds"
     port="$PORT"
     for i in "${!names[@]}"; do
         name="${names[$i]}"
         if ! start_peer "$name" "$port" "rounds/$name"; then
-            for k in "${!pids[@]}"; do stop_server "${pids[$k]}" "${ports[$k]}"; done
+            for k in "${!pids[@]}"; do
+                stop_server "${pids[$k]}" "${ports[$k]}" "rounds/${names[$k]}"
+            done
             echo "rounds: $name did not start; no rounds" >&2
             return
         fi
@@ -225,8 +227,7 @@ run_rounds() {
         done
     done
     for i in "${!names[@]}"; do
-        name="rounds/${names[$i]}"
-        stop_server "${pids[$i]}" "${ports[$i]}"
+        stop_server "${pids[$i]}" "${ports[$i]}" "rounds/${names[$i]}"
     done
     PORT="$port"
 }
