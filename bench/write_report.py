@@ -161,10 +161,14 @@ def result_rows(data: dict[str, dict]) -> list[str]:
 
 
 def tok_s(data: dict[str, dict], name: str, level: int) -> float | None:
-    r = data.get(name, {}).get("levels", {}).get(level)
-    if not r or r["num_errors"] or not r["output_tokens_per_s"]:
+    return rate_of(data.get(name, {}).get("levels", {}).get(level))
+
+
+def rate_of(report: dict[str, Any] | None) -> float | None:
+    """A level's output tok/s, or None where it did not run cleanly (errors, no tokens)."""
+    if not report or report["num_errors"] or not report["output_tokens_per_s"]:
         return None
-    return float(r["output_tokens_per_s"])
+    return float(report["output_tokens_per_s"])
 
 
 def ratio_rows(data: dict[str, dict]) -> list[str]:
@@ -387,9 +391,7 @@ def round_lines(results: Path, settings: dict[str, str]) -> list[str]:
     for r in range(1, num_rounds + 1):
         rates[r] = {}
         for name in names:
-            report = read_level(results / "rounds" / f"r{r}.{name}.json")
-            ok = report and not report["num_errors"] and report["output_tokens_per_s"]
-            rates[r][name] = float(report["output_tokens_per_s"]) if ok and report else None
+            rates[r][name] = rate_of(read_level(results / "rounds" / f"r{r}.{name}.json"))
     ours = [n for n in names if n in GLM_API]
     peers = [n for n in names if n not in GLM_API]
     pairs = [(a, b) for a in ours for b in peers]
