@@ -15,7 +15,10 @@
  * memory, the others on arithmetic. So every pass also prefetches its share of the next
  * panel, one cache line (one k of a panel) every `T` values of k for T passes: memory stays
  * busy through the arithmetic (16 rows of the 0.6B model's decode step: 15-20% faster).
- * A single pass leaves it to the hardware prefetcher, which streams one panel well.
+ * A single pass (up to 6 rows) prefetches `AHEAD` bytes ahead in its own stream instead:
+ * near a panel's end that is the next panel's start (panels lie one after another). Measured
+ * on the 0.6B model's layers at 1 row, interleaved: 5-14% faster than the hardware prefetcher
+ * alone at 1024 bytes (16 values of k); 512, 1536, 2048 and 4096 bytes did no better.
  *
  * Threads take panels CHUNK at a time (dynamic): a thread the OS preempts for the HTTP server
  * holds up only its chunk (measured 2-5% faster steps, more with a competing process).
@@ -26,6 +29,7 @@
 #define PANEL 16
 #define TILE 6
 #define CHUNK 4 /* panels a thread takes at a time */
+#define AHEAD 1024 /* bytes: a single pass's prefetch distance */
 
 #define ROW(r)                                                                        \
     do {                                                                              \
@@ -47,6 +51,7 @@
  * every `passes` values of k (NULL: none) */
 static void tile(const float *x, int64_t K, int rows, const float *panel, float *out,
                  int64_t ldo, int valid, const float *bias, const float *next, int64_t passes) {
+    const int ahead = passes == 1;
     int64_t countdown = passes;
     __m256 lo0 = _mm256_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0, lo4 = lo0, lo5 = lo0;
     __m256 hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0, hi4 = lo0, hi5 = lo0;
@@ -61,6 +66,7 @@ static void tile(const float *x, int64_t K, int rows, const float *panel, float 
         __m256 w0 = _mm256_loadu_ps(panel + k * PANEL);                                  \
         __m256 w1 = _mm256_loadu_ps(panel + k * PANEL + 8);                              \
         PREFETCH_EVERY(passes);                                                          \
+        if (ahead) _mm_prefetch((const char *)(panel + k * PANEL) + AHEAD, _MM_HINT_T0);   \
         ROWS;                                                                            \
     }
     switch (rows) {

@@ -20,6 +20,13 @@
  * broadcast of 4 codes feeds it, and vpmaddwd against ones adds the pairs into int32. Rows go
  * 4 at a time against a panel (8 accumulators, 2 weight vectors): the panel (16 K bytes)
  * stays in L1 while every row passes over it.
+ *
+ * The first pass over a panel reads it from memory, and prefetches the line `AHEAD` bytes
+ * on at every group of 4 k (one line per group): the panels lie one after another, so near a
+ * panel's end that is the next one's start. Measured on the 0.6B model's layers (2 threads,
+ * interleaved, weights streaming): 5-10% faster at 1, 4 and 16 rows than the hardware
+ * prefetcher alone; 2048 bytes did as well, 4096 and a share of the next panel per pass
+ * (cpu_gemm.c's scheme) worse.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -33,6 +40,7 @@
 #define ROWS 4
 #define OFFSET 64
 #define LEVELS 63.0f
+#define AHEAD 1024 /* bytes: the first pass's prefetch distance */
 
 /* one row of x (K floats) -> codes + 64 (K4 bytes, the padding 64: zero) and its scale;
  * a NaN anywhere makes the scale NaN (and so the row's outputs), as in int8.py */
@@ -74,16 +82,18 @@ static inline int32_t four_codes(const uint8_t *at) {
                                      _mm256_madd_epi16(_mm256_maddubs_epi16(a, w1), one)); \
     } while (0)
 
-/* `rows` (1..4, a constant where inlined) rows of codes x one panel -> int32 sums (rows, 16) */
+/* `rows` (1..4, a constant where inlined) rows of codes x one panel -> int32 sums (rows, 16);
+ * `prefetch`: the first pass over the panel (see AHEAD) */
 static inline __attribute__((always_inline)) void tile(const uint8_t *codes, int64_t K4,
                                                        const int rows, const int8_t *panel,
-                                                       int32_t *sums) {
+                                                       int32_t *sums, int prefetch) {
     const __m256i one = _mm256_set1_epi16(1);
     __m256i acc00 = _mm256_setzero_si256(), acc01 = acc00, acc10 = acc00, acc11 = acc00;
     __m256i acc20 = acc00, acc21 = acc00, acc30 = acc00, acc31 = acc00;
     for (int64_t g = 0; g < K4 / 4; g++) {
         __m256i w0 = _mm256_loadu_si256((const __m256i *)(panel + g * 64));
         __m256i w1 = _mm256_loadu_si256((const __m256i *)(panel + g * 64 + 32));
+        if (prefetch) _mm_prefetch((const char *)(panel + g * 64 + AHEAD), _MM_HINT_T0);
         MAC(0);
         if (rows > 1) MAC(1);
         if (rows > 2) MAC(2);
@@ -123,10 +133,10 @@ int64_t glm_linear_int8(const float *x, int64_t M, int64_t K, const int8_t *pane
                 int rows = (int)(M - m < ROWS ? M - m : ROWS);
                 const uint8_t *c = codes + m * K4;
                 switch (rows) {
-                    case 4: tile(c, K4, 4, panel, sums); break;
-                    case 3: tile(c, K4, 3, panel, sums); break;
-                    case 2: tile(c, K4, 2, panel, sums); break;
-                    default: tile(c, K4, 1, panel, sums); break;
+                    case 4: tile(c, K4, 4, panel, sums, m == 0); break;
+                    case 3: tile(c, K4, 3, panel, sums, m == 0); break;
+                    case 2: tile(c, K4, 2, panel, sums, m == 0); break;
+                    default: tile(c, K4, 1, panel, sums, m == 0); break;
                 }
                 for (int r = 0; r < rows; r++) {
                     float *o = out + (m + r) * N + n0, s = scales[m + r];
