@@ -4,16 +4,30 @@
  * decode step reads every weight once, and the output layer (vocabulary x hidden: 620 MB of
  * GLM-4's 1.7 GB at hidden 1024) is a third of it. A greedy row needs only its argmax, so:
  *
- * 1. screen: a_j = s_j * (x . q_j) over int8 weights q (one scale s_j per output), a quarter
- *    of the bytes, widened to float32 here: one FMA chain per output, then the scale;
- * 2. bound: |a_j - e_j| <= B_j = min(|x|_2 c_j, |x|_1 h_j), where e_j is what
- *    glm_linear_f32 computes and c_j, h_j (greedy_screen.py) the 2-norm and the largest
- *    element of the quantization error of w_j plus the roundings of both float sums, rounded
+ * 1. screen: a_j = s_j t S_j, with S_j = c . q_j the integer dot product of the row's
+ *    int16 codes c (x ~ t c, one scale t per row, `levels` steps each side) and the int8
+ *    weights q_j (w_j ~ s_j q_j), exact in int32 (levels <= (2^31 - 1) / (127 K)), then
+ *    scaled in float32 (3 roundings);
+ * 2. bound: |a_j - e_j| <= B_j, where e_j is what glm_linear_f32 computes:
+ *    B_j = min(|x|_2 c_j, |x|_1 h_j)     the weights' quantization and e_j's own rounding
+ *        + min(|d|_2 n_j, |d|_inf l_j)   the row's quantization d = x - t c
+ *        + 4u |a_j| + K 1e-44            the scaling's roundings, products that underflow
+ *    with c_j, h_j, n_j = |s_j q_j|_2 and l_j = |s_j q_j|_1 from greedy_screen.py, rounded
  *    up (Cauchy-Schwarz serves spread rows, Hoelder rows with a few large inputs);
  * 3. m = max_j (a_j - B_j) is at most max_j e_j, and any j with a_j + B_j < m has e_j < m:
  *    not the argmax. The panels (16 outputs) holding the other j are computed exactly, with
  *    cpu_gemm.c's own kernel (the same bits as the full layer), and their first maximum is
  *    the argmax of the full row, ties to the lowest id as torch.argmax.
+ *
+ * Why int16 codes and vpmaddwd (16 multiply-adds an instruction, pairs of k added in int32):
+ * the int8 -> float32 widening of a float screen is arithmetic enough to hold one row to
+ * 16-20 GB/s here, while this reads the copy at memory speed (measured on GLM-4's 151,552 x
+ * 1024 output layer, 2 threads: 9.8 -> 5.3 ms for one row, 15.5 -> 6.7 ms for four). The
+ * row's codes are fine enough (16,513 steps each side at K = 1024) for their term of the
+ * bound to stay below the weights'.
+ *
+ * Layout: panels of 16 outputs, panel[p][g][j][t] = q[16 p + j][2 g + t], K padded to even
+ * with zeros: one ymm of 16 int16 holds 8 outputs x 2 k, against a broadcast pair of codes.
  *
  * Comparisons are in double. A row falls back (id -1: the caller computes every logit) when
  * anything is not finite, when sums could overflow, or when more than `max_panels` panels
@@ -22,116 +36,225 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_simd.h"
 
 #define PANEL 16
-#define ROWS 4 /* greedy_screen.py's MAX_ROWS */
+#define ROWS 4   /* rows a pass takes against a panel */
+#define MAX_M 64  /* greedy_screen.py's MAX_ROWS */
 #define CHUNK 4
+#define AHEAD 1024 /* bytes: the first pass's prefetch distance, as cpu_gemm_int8.c */
+#define U 5.9604644775390625e-8 /* 2^-24 */
 
 void glm_panel_row_f32(const float *x, int64_t K, const float *panel, float *out16);
 
+/* A row's codes and what its bound needs. */
+typedef struct {
+    float scale;              /* t */
+    double norm2, norm1;      /* |x|_2, |x|_1, widened */
+    double error2, error_max; /* |d|_2, |d|_inf, widened */
+    int ok;                   /* finite: the row may be screened */
+} RowCodes;
+
+/* x (K floats) -> codes (K2 int16, the padding 0), and its norms */
+static RowCodes quantize_row(const float *x, int64_t K, int64_t K2, int levels, int16_t *codes) {
+    RowCodes row = {1.0f, 0.0, 0.0, 0.0, 0.0, 0};
+    int has_nan;
+    float top = abs_max(x, K, &has_nan);
+    memset(codes, 0, (size_t)K2 * sizeof(int16_t));
+    if (has_nan || !(top < INFINITY)) return row;
+    float t = top / (float)levels;
+    if (!(t >= 1.17549435e-38f)) t = 1.17549435e-38f; /* no denormal scale; |x / t| <= levels */
+    row.scale = t;
+    double sq = 0.0, sum = 0.0, err_sq = 0.0, err_max = 0.0;
+    for (int64_t k = 0; k < K; k++) {
+        double v = (double)x[k], c = nearbyint(v / (double)t);
+        c = fmin(fmax(c, (double)-levels), (double)levels);
+        codes[k] = (int16_t)c;
+        double d = fabs(v - c * (double)t); /* t c is exact in double: 24 + 15 bits */
+        sq += v * v;
+        sum += fabs(v);
+        err_sq += d * d;
+        err_max = fmax(err_max, d);
+    }
+    /* double sums of K terms are within K 2^-53 of their values: widen by 1e-9 */
+    row.norm2 = sqrt(sq) * (1.0 + 1e-9);
+    row.norm1 = sum * (1.0 + 1e-9);
+    row.error2 = sqrt(err_sq) * (1.0 + 1e-9);
+    row.error_max = err_max * (1.0 + 1e-9);
+    row.ok = isfinite(row.norm2) && isfinite(row.norm1);
+    return row;
+}
+
 #define ROW(r)                                                                        \
     do {                                                                              \
-        __m256 v = _mm256_broadcast_ss(x + (r) * K + k);                               \
-        lo##r = _mm256_fmadd_ps(v, w0, lo##r);                                         \
-        hi##r = _mm256_fmadd_ps(v, w1, hi##r);                                         \
+        int32_t pair;                                                                 \
+        memcpy(&pair, codes + (r) * K2 + 2 * g, sizeof pair);                         \
+        __m256i v = _mm256_set1_epi32(pair);                                          \
+        lo##r = _mm256_add_epi32(lo##r, _mm256_madd_epi16(v, w0));                    \
+        hi##r = _mm256_add_epi32(hi##r, _mm256_madd_epi16(v, w1));                    \
     } while (0)
 
-/* rows (1..4) x one int8 panel (K, 16) -> out (rows, 16 at stride ldo), scaled */
-static void screen_tile(const float *x, int64_t K, int rows, const int8_t *panel,
-                        const float *scales, float *out, int64_t ldo) {
-    __m256 lo0 = _mm256_setzero_ps(), lo1 = lo0, lo2 = lo0, lo3 = lo0;
-    __m256 hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
-#define K_LOOP(ROWS_)                                                                    \
-    for (int64_t k = 0; k < K; k++) {                                                    \
-        const int8_t *at = panel + k * PANEL; /* vpmovsxbd from memory: no shuffle */     \
-        __m256 w0 = _mm256_cvtepi32_ps(                                                  \
-            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)at)));                 \
-        __m256 w1 = _mm256_cvtepi32_ps(                                                  \
-            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(at + 8))));           \
+/* rows (1..4) of codes x one panel -> out (rows, 16 at stride ldo): s_j t_r S_rj;
+ * `prefetch`: the first pass over the panel */
+static void screen_tile(const int16_t *codes, int64_t K2, int rows, const int8_t *panel,
+                        const float *scales, const RowCodes *info, float *out, int64_t ldo,
+                        int prefetch) {
+    __m256i lo0 = _mm256_setzero_si256(), lo1 = lo0, lo2 = lo0, lo3 = lo0;
+    __m256i hi0 = lo0, hi1 = lo0, hi2 = lo0, hi3 = lo0;
+#define G_LOOP(ROWS_)                                                                    \
+    for (int64_t g = 0; g < K2 / 2; g++) {                                               \
+        const int8_t *at = panel + g * 2 * PANEL;                                        \
+        if (prefetch) _mm_prefetch((const char *)at + AHEAD, _MM_HINT_T0);               \
+        __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)at));         \
+        __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(at + 16)));  \
         ROWS_;                                                                           \
     }
     switch (rows) {
-        case 4: K_LOOP(ROW(0); ROW(1); ROW(2); ROW(3)) break;
-        case 3: K_LOOP(ROW(0); ROW(1); ROW(2)) break;
-        case 2: K_LOOP(ROW(0); ROW(1)) break;
-        default: K_LOOP(ROW(0)) break;
+        case 4: G_LOOP(ROW(0); ROW(1); ROW(2); ROW(3)) break;
+        case 3: G_LOOP(ROW(0); ROW(1); ROW(2)) break;
+        case 2: G_LOOP(ROW(0); ROW(1)) break;
+        default: G_LOOP(ROW(0)) break;
     }
-#undef K_LOOP
+#undef G_LOOP
     __m256 s0 = _mm256_loadu_ps(scales), s1 = _mm256_loadu_ps(scales + 8);
-    __m256 lo[ROWS] = {lo0, lo1, lo2, lo3}, hi[ROWS] = {hi0, hi1, hi2, hi3};
+    __m256i lo[ROWS] = {lo0, lo1, lo2, lo3}, hi[ROWS] = {hi0, hi1, hi2, hi3};
     for (int r = 0; r < rows; r++) {
-        _mm256_storeu_ps(out + r * ldo, _mm256_mul_ps(lo[r], s0));
-        _mm256_storeu_ps(out + r * ldo + 8, _mm256_mul_ps(hi[r], s1));
+        __m256 t = _mm256_set1_ps(info[r].scale);
+        _mm256_storeu_ps(out + r * ldo, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo[r]), s0), t));
+        _mm256_storeu_ps(out + r * ldo + 8, _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi[r]), s1), t));
     }
+}
+#undef ROW
+
+/* The per-output constants of the bound. */
+typedef struct {
+    const float *bounds, *max_errors, *norms2, *norms1; /* c_j, h_j, n_j, l_j */
+} Constants;
+
+/* B_j for 4 outputs from j (doubles). Its roundings in double (relative 2^-53 an operation)
+ * are far inside the slack of its terms (norms widened by 1e-9, constants by 1e-3, and the
+ * 4u |a_j| term), so B_j - and a_j -/+ B_j below - stay on the safe side. */
+static inline __m256d bound4(const Constants *k, const RowCodes *row, const float *a, int64_t j,
+                             __m256d *a4) {
+#define LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps((p) + j))
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    __m256d av = LOAD(a);
+    __m256d weights = _mm256_min_pd(_mm256_mul_pd(_mm256_set1_pd(row->norm2), LOAD(k->bounds)),
+                                    _mm256_mul_pd(_mm256_set1_pd(row->norm1), LOAD(k->max_errors)));
+    __m256d codes = _mm256_min_pd(_mm256_mul_pd(_mm256_set1_pd(row->error2), LOAD(k->norms2)),
+                                  _mm256_mul_pd(_mm256_set1_pd(row->error_max), LOAD(k->norms1)));
+#undef LOAD
+    __m256d scaling = _mm256_mul_pd(_mm256_set1_pd(4 * U), _mm256_andnot_pd(sign, av));
+    *a4 = av;
+    return _mm256_add_pd(_mm256_add_pd(weights, codes), scaling);
+}
+
+static inline double bound1(const Constants *k, const RowCodes *row, const float *a, int64_t j) {
+    double weights = fmin(row->norm2 * k->bounds[j], row->norm1 * k->max_errors[j]);
+    double codes = fmin(row->error2 * k->norms2[j], row->error_max * k->norms1[j]);
+    return weights + codes + 4 * U * fabs((double)a[j]);
 }
 
 /* One row: its argmax from its screened logits `a` (limit of them), or -1. */
 static int64_t row_argmax(const float *x, int64_t K, const float *panels, const float *a,
-                          const float *bounds, const float *max_errors, double max_norm,
+                          const Constants *k, const RowCodes *row, double max_norm,
                           int64_t limit, int64_t max_panels) {
-    double sq = 0.0, sum = 0.0;
-    for (int64_t k = 0; k < K; k++) {
-        sq += (double)x[k] * (double)x[k];
-        sum += fabs((double)x[k]);
-    }
-    double norm2 = sqrt(sq) * (1.0 + 1e-9), norm1 = sum * (1.0 + 1e-9);
-    if (!isfinite(norm1) || norm2 * max_norm > 1e30) return -1; /* no sum may overflow */
+    if (!row->ok || row->norm2 * max_norm > 1e30) return -1; /* no sum may overflow */
     /* the absolute term: a product that underflows is off by up to 2^-149 */
     const double floor = (double)K * 1e-44;
-#define BOUND(j) (fmin(norm2 * bounds[j], norm1 * max_errors[j]) + floor)
-    double m = -INFINITY;
-    for (int64_t j = 0; j < limit; j++) {
+    const int64_t blocked = limit & ~(int64_t)3;
+    __m256d low4 = _mm256_set1_pd(-INFINITY), finite = _mm256_setzero_pd(), av;
+    for (int64_t j = 0; j < blocked; j += 4) {
+        __m256d b = bound4(k, row, a, j, &av);
+        low4 = _mm256_max_pd(low4, _mm256_sub_pd(av, b));
+        finite = _mm256_add_pd(finite, _mm256_sub_pd(av, av)); /* NaN from any inf or NaN */
+    }
+    double lows[4], checks[4], m = -INFINITY;
+    _mm256_storeu_pd(lows, low4);
+    _mm256_storeu_pd(checks, finite);
+    for (int i = 0; i < 4; i++) {
+        if (checks[i] != 0.0) return -1;
+        m = fmax(m, lows[i]);
+    }
+    for (int64_t j = blocked; j < limit; j++) {
         if (!isfinite(a[j])) return -1;
-        double low = (double)a[j] - BOUND(j);
-        if (low > m) m = low;
+        m = fmax(m, (double)a[j] - bound1(k, row, a, j));
     }
-    int64_t count = 0, last = -1;
-    for (int64_t j = 0; j < limit; j++)
-        if ((double)a[j] + BOUND(j) >= m && j / PANEL != last) {
-            last = j / PANEL;
-            if (++count > max_panels) return -1;
+    m -= floor; /* m = max_j (a_j - B_j - floor); the candidates: a_j + B_j + floor >= m */
+    /* the candidate panels, in order */
+    int64_t *candidates = malloc((size_t)(max_panels + 1) * sizeof(int64_t));
+    if (!candidates) return -1;
+    int64_t count = 0;
+    const __m256d m4 = _mm256_set1_pd(m - floor);
+    for (int64_t j = 0; j < limit && count <= max_panels; j += 4) {
+        int mask;
+        if (j < blocked) {
+            __m256d b = bound4(k, row, a, j, &av);
+            mask = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_add_pd(av, b), m4, _CMP_GE_OQ));
+        } else {
+            mask = 0;
+            for (int64_t i = j; i < limit; i++)
+                if ((double)a[i] + bound1(k, row, a, i) >= m - floor) mask |= 1 << (i - j);
         }
-    int64_t best = -1;
-    float top = 0.0f, exact[PANEL];
-    last = -1;
-    for (int64_t j = 0; j < limit; j++) {
-        if (!((double)a[j] + BOUND(j) >= m) || j / PANEL == last) continue;
-        last = j / PANEL;
-        glm_panel_row_f32(x, K, panels + last * K * PANEL, exact);
-        for (int t = 0; t < PANEL && last * PANEL + t < limit; t++)
-            if (best < 0 || exact[t] > top) { /* strict: the lowest id among equals */
-                best = last * PANEL + t;
-                top = exact[t];
-            }
+        if (mask && (count == 0 || candidates[count - 1] != j / PANEL))
+            candidates[count++] = j / PANEL; /* 4 outputs never straddle two panels */
     }
-#undef BOUND
+    int64_t best = -1;
+    if (count <= max_panels) {
+        float top = 0.0f, exact[PANEL];
+        for (int64_t c = 0; c < count; c++) {
+            int64_t p = candidates[c];
+            glm_panel_row_f32(x, K, panels + p * K * PANEL, exact);
+            for (int t = 0; t < PANEL && p * PANEL + t < limit; t++)
+                if (best < 0 || exact[t] > top) { /* strict: the lowest id among equals */
+                    best = p * PANEL + t;
+                    top = exact[t];
+                }
+        }
+    }
+    free(candidates);
     return best;
 }
 
-/* x (M <= 4, K); panels (ceil(N / 16), K, 16) float32 as glm_linear_f32 takes them;
- * q_panels the same shape in int8, q_scales, bounds (c_j) and max_errors (h_j), each
- * (16 ceil(N / 16)); max_norm: the largest |w_j|_2 or |s_j q_j|_2; limit <= N: the ids to
- * choose from; approx: M x 16 ceil(limit / 16) floats of scratch (the screened logits, left
- * there); ids (M): the argmax of each row's first `limit` logits, or -1 where the row must
- * be computed in full. */
+/* x (M <= 8, K); panels (ceil(N / 16), K, 16) float32 as glm_linear_f32 takes them;
+ * q_panels (ceil(N / 16), K2 / 2, 16, 2) int8 (K2: K rounded up to even); q_scales,
+ * bounds (c_j), max_errors (h_j), norms2 (n_j), norms1 (l_j), each (16 ceil(N / 16));
+ * levels: the row codes' steps each side; max_norm: the largest |w_j|_2 or |s_j q_j|_2;
+ * limit <= N: the ids to choose from; approx: M x 16 ceil(limit / 16) floats of scratch
+ * (the screened logits, left there); ids (M): the argmax of each row's first `limit`
+ * logits, or -1 where the row must be computed in full. */
 void glm_greedy_f32(const float *x, int64_t M, int64_t K, const float *panels,
                     const int8_t *q_panels, const float *q_scales, const float *bounds,
-                    const float *max_errors, double max_norm, int64_t limit,
-                    int64_t max_panels, float *approx, int64_t *ids, int num_threads) {
+                    const float *max_errors, const float *norms2, const float *norms1,
+                    int64_t levels, double max_norm, int64_t limit, int64_t max_panels,
+                    float *approx, int64_t *ids, int num_threads) {
     int64_t num_panels = (limit + PANEL - 1) / PANEL, width = num_panels * PANEL;
-    if (M < 1 || M > ROWS) {
+    int64_t K2 = (K + 1) & ~(int64_t)1;
+    int16_t *codes = M >= 1 && M <= MAX_M ? malloc((size_t)(M * K2) * sizeof(int16_t)) : 0;
+    if (!codes || levels < 1 || (double)levels * 127.0 * (double)K2 > 2147483647.0) {
         for (int64_t r = 0; r < M; r++) ids[r] = -1;
+        free(codes);
         return;
     }
+    RowCodes rows[MAX_M];
+    for (int64_t r = 0; r < M; r++)
+        rows[r] = quantize_row(x + r * K, K, K2, (int)levels, codes + r * K2);
+    const Constants constants = {bounds, max_errors, norms2, norms1};
 #pragma omp parallel num_threads(num_threads)
     {
 #pragma omp for schedule(dynamic, CHUNK)
         for (int64_t p = 0; p < num_panels; p++)
-            screen_tile(x, K, (int)M, q_panels + p * K * PANEL, q_scales + p * PANEL,
-                        approx + p * PANEL, width);
+            for (int64_t m = 0; m < M; m += ROWS)
+                screen_tile(codes + m * K2, K2, (int)(M - m < ROWS ? M - m : ROWS),
+                            q_panels + p * K2 * PANEL, q_scales + p * PANEL, rows + m,
+                            approx + m * width + p * PANEL, width, m == 0);
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < M; r++)
-            ids[r] = row_argmax(x + r * K, K, panels, approx + r * width, bounds, max_errors,
+            ids[r] = row_argmax(x + r * K, K, panels, approx + r * width, &constants, rows + r,
                                 max_norm, limit, max_panels);
     }
+    free(codes);
 }

@@ -72,10 +72,12 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
     "glm_scale_rows_f32": (None, [_P, _I64, _I64, _P, _P, _P]),
     # x, M, K, panels, col_sums, w_scales, N, bias, out, threads -> 0, or -1: no memory
     "glm_linear_int8": (_I64, [_P, _I64, _I64, _P, _P, _P, _I64, _P, _P, _INT]),
-    # x, M, K, panels, q_panels, q_scales, bounds, max_errors, max_norm, limit, max_panels,
-    # approx, ids, threads
+    # x, M, K, panels, q_panels, q_scales, bounds, max_errors, norms2, norms1, levels,
+    # max_norm, limit, max_panels, approx, ids, threads
     "glm_greedy_f32": (
-        None, [_P, _I64, _I64, _P, _P, _P, _P, _P, ctypes.c_double, _I64, _I64, _P, _P, _INT]
+        None,
+        [_P, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _I64, ctypes.c_double, _I64, _I64, _P, _P,
+         _INT],
     ),
     # x, rows, dim, row_stride, out (int64)
     "glm_argmax_rows_f32": (None, [_P, _I64, _I64, _I64, _P]),

@@ -72,11 +72,14 @@ class PackedLinear(nn.Module):
         rows = x.reshape(-1, self.in_features)
         if screen is None or not screen.enabled or library is None:
             return None
-        if not 1 <= rows.shape[0] <= MAX_ROWS:
+        if rows.shape[0] == 0 or rows.dtype != torch.float32:
             return None
-        if rows.dtype != torch.float32:
-            return None
-        return screen.argmax(library, rows, self.packed_weight, min(limit, self.out_features))
+        limit = min(limit, self.out_features)
+        found: list[int | None] = []
+        for start in range(0, rows.shape[0], MAX_ROWS):  # rows at a time: the scratch's size
+            group = rows[start : start + MAX_ROWS]
+            found += screen.argmax(library, group, self.packed_weight, limit)
+        return found
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features)  # (num_rows, in_features)

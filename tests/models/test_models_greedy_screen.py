@@ -46,7 +46,7 @@ def wide() -> PackedLinear:
     return screened_layer(weight)
 
 
-@pytest.mark.parametrize("num_rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("num_rows", [1, 2, 3, 4, 5, MAX_ROWS])
 @pytest.mark.parametrize("limit", [5003, 4990, 17])
 def test_every_row_gets_the_float32_argmax(wide: PackedLinear, num_rows: int, limit: int) -> None:
     generator = torch.Generator().manual_seed(num_rows * 1000 + limit)
@@ -57,20 +57,57 @@ def test_every_row_gets_the_float32_argmax(wide: PackedLinear, num_rows: int, li
         assert ids == full_argmax(wide, x, limit)
 
 
+def row_error(screen: greedy_screen.GreedyScreen, x: torch.Tensor) -> torch.Tensor:
+    """A row's quantization error d = x - t c, as cpu_greedy.c codes it (float64)."""
+    scale = (x.abs().max() / screen.levels).double()  # t, divided in float32 as in C
+    codes = torch.round(x.double() / scale).clamp(-screen.levels, screen.levels)
+    return x.double() - codes * scale
+
+
+def full_bound(screen: greedy_screen.GreedyScreen, x: torch.Tensor, limit: int) -> torch.Tensor:
+    """B_j of one row (cpu_greedy.c), for its screened logits of the last call."""
+    d, xd = row_error(screen, x[0]), x[0].double()
+    outs = slice(0, limit)
+    weights = torch.minimum(
+        xd.norm() * screen.bounds[outs].double(), xd.abs().sum() * screen.max_errors[outs].double()
+    )
+    codes = torch.minimum(
+        d.norm() * screen.norms2[outs].double(), d.abs().max() * screen.norms1[outs].double()
+    )
+    screened = screen.screened(1, limit)[0].double()
+    return weights + codes + 4 * 2.0**-24 * screened.abs() + x.shape[1] * 1e-44
+
+
 def test_screened_logits_stay_within_the_bound_where_it_is_tight(wide: PackedLinear) -> None:
     screen = wide.greedy_screen
     assert screen is not None
     plain = wide.plain_weight()  # (5003, 96)
-    scaled = screen.codes.permute(0, 2, 1).reshape(-1, 96)[:5003].double()
-    scaled *= screen.scales[:5003, None].double()
-    errors = scaled - plain.double()  # (5003, 96): s_j q_j - w_j
+    errors = screen.dequantized()[:5003] - plain.double()  # (5003, 96): s_j q_j - w_j
     for j in (0, 1234, 5002):
         x = errors[j].float()[None]  # Cauchy-Schwarz is tight along the error itself
         assert wide.greedy_argmax(x, 5003) == full_argmax(wide, x, 5003)
         gap = (screen.screened(1, 5003) - wide(x)).abs()[0].double()
-        bound = x.double().norm() * screen.bounds[:5003].double()
+        bound = full_bound(screen, x, 5003)
         assert bool((gap <= bound).all())
         assert float(gap[j] / bound[j]) > 0.9  # and nearly reached: the bound is not loose
+
+
+def test_the_rows_own_codes_are_in_the_bound() -> None:
+    """A row with one huge feature codes the others as 0: the bound's second term, which
+    carries the row's quantization error, must hold the argmax (odd K: a padded pair)."""
+    torch.manual_seed(4)
+    weight = torch.randn(3001, 33) * 0.05
+    layer = screened_layer(weight)
+    screen = layer.greedy_screen
+    assert screen is not None
+    for big in (1e3, 1e5, 1e7):
+        x = torch.randn(3, 33)
+        x[:, 0] = big  # t = big / levels: every other feature rounds to code 0
+        x[1, 0] = -big
+        assert layer.greedy_argmax(x, 3001) == full_argmax(layer, x, 3001)
+        gap = (screen.screened(1, 3001) - layer(x[:1])).abs()[0].double()
+        assert bool((gap <= full_bound(screen, x[:1], 3001)).all())
+    assert row_error(screen, x[0]).abs()[1:].max() > 0.5  # at 1e7 the small features: lost
 
 
 def test_exact_ties_go_to_the_lowest_id_and_near_ties_are_decided_in_float32() -> None:
@@ -102,7 +139,8 @@ def test_rows_it_cannot_settle_are_left_to_the_full_logits() -> None:
     assert layer.greedy_argmax(x, 640) == [full_argmax(layer, x[:1], 640)[0], None]
     x[1, 5] = float("inf")
     assert layer.greedy_argmax(x, 640)[1] is None
-    assert layer.greedy_argmax(torch.randn(MAX_ROWS + 1, 32), 640) is None  # bound by compute
+    many = torch.randn(MAX_ROWS + 3, 32)  # in two calls
+    assert layer.greedy_argmax(many, 640) == full_argmax(layer, many, 640)
     same = screened_layer(torch.ones(640, 32))  # every id ties: all 40 panels qualify
     assert same.greedy_argmax(torch.randn(1, 32), 640) == [None]
 
