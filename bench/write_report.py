@@ -62,7 +62,8 @@ def bytes_per_token(shapes: dict[str, tuple[list[int], str]]) -> dict[str, float
     int8: matrices (the decoder's projections and lm_head) at 1 byte per weight plus one
     float32 scale per output row; norms and biases stay float32. float32_greedy: what a
     greedy float32 stream reads with GLM API's greedy screen (glm_api/models/greedy_screen.py):
-    the output layer as its INT8 copy plus three floats per id (scale and two bounds).
+    the output layer as its INT8 copy plus five floats per id (its scale, two bounds and two
+    norms).
     """
     num_params = num_read = int8_bytes = lm_head = vocab = 0
     for name, (shape, _) in shapes.items():
@@ -82,7 +83,7 @@ def bytes_per_token(shapes: dict[str, tuple[list[int], str]]) -> dict[str, float
         #: what a prompt token costs: the output layer runs once per prompt, not per token
         "num_params_per_prompt_token": num_read - lm_head,
         "float32": 4.0 * num_read,
-        "float32_greedy": 4.0 * (num_read - lm_head) + lm_head + 12.0 * vocab,
+        "float32_greedy": 4.0 * (num_read - lm_head) + lm_head + 20.0 * vocab,
         "int8": float(int8_bytes),
     }
 
