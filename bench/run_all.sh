@@ -35,6 +35,7 @@ REPORT=1
 APPEND=0
 QUANT=1
 ROUNDS=0
+KEPT_ROUNDS=0  # 1: an --append run without --rounds keeps the earlier rounds in the report
 ROUND_SERVERS="glm-api,glm-api-int8,vllm-cpu"
 OUT=""
 while [ $# -gt 0 ]; do
@@ -241,6 +242,13 @@ if [ "$APPEND" = 1 ] && [ -f "$OUT/settings.txt" ]; then  # keep the servers mea
     for name in "${added[@]}"; do
         case ",$previous," in *",$name,"*) ;; *) ALL_SERVERS="$ALL_SERVERS,$name" ;; esac
     done
+    if [ "$ROUNDS" = 0 ]; then  # no new rounds: the report keeps the earlier ones
+        ROUNDS="$(sed -n 's/^rounds=//p' "$OUT/settings.txt")"
+        ROUND_SERVERS="$(sed -n 's/^round_servers=//p' "$OUT/settings.txt")"
+        REQUESTS_ROUND="$(sed -n 's/^requests_round=//p' "$OUT/settings.txt")"
+        ROUNDS="${ROUNDS:-0}"
+        KEPT_ROUNDS=1
+    fi
 fi
 cat >"$OUT/settings.txt" <<EOF
 checkpoint=$CKPT
@@ -261,7 +269,7 @@ for name in "${names[@]}"; do
     run_server "$name" "$PORT"
     PORT=$((PORT + 1))  # a fresh port each: a slow-dying server cannot collide with the next
 done
-[ "$ROUNDS" -gt 0 ] && run_rounds
+[ "$ROUNDS" -gt 0 ] && [ "$KEPT_ROUNDS" = 0 ] && run_rounds
 # engine-only decode speed of float32, INT8 and INT4 weights at batch 1 and 8 (no server)
 quant_flags=(--layers 24 --steps 16)
 [ "$QUICK" = 1 ] || [ "$TINY" = 1 ] && quant_flags=(--layers 2 --steps 4)
