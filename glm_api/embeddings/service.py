@@ -14,6 +14,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from glm_api import openmp
 from glm_api.embeddings.base import EmbeddingModelInfo, EmbeddingResult
 from glm_api.embeddings.folder import DEFAULT_MODEL_NAME, parse_spec, resolve_folder
 from glm_api.embeddings.model import EmbeddingModel
@@ -219,8 +220,13 @@ class EmbeddingService:
 
 
 def _forward(model: EmbeddingModel, sequences: list[list[int]]) -> list[list[float]]:
-    """On the worker thread: one forward, and the conversion to Python floats (slow for 2048)."""
-    return model.embed_ids(sequences).tolist()  # type: ignore[no-any-return]
+    """On the worker thread: one forward, and the conversion to Python floats (slow for 2048).
+    Then the thread's OpenMP workers go (openmp.py): while they live beside the engine's,
+    every engine step's barriers sleep and wake."""
+    try:
+        return model.embed_ids(sequences).tolist()  # type: ignore[no-any-return]
+    finally:
+        openmp.release_pool()
 
 
 def _shorten(vector: list[float], dimensions: int, is_normalized: bool) -> list[float]:

@@ -12,7 +12,9 @@ engine keeps serving the others. On a CPU, idle OpenMP threads spin against the 
 `glm-api` sets `GOMP_SPINCOUNT=3000000` (spin a few milliseconds, then sleep: within a step
 the workers stay awake between parallel regions, an idle server's threads sleep; shorter
 spins made every op of a step pay a wake-up: 25% slower decode). The engine cannot: torch
-is already loaded here, so a program embedding it sets the variable itself.
+is already loaded here, so a program embedding it sets the variable itself. The spin only
+holds while libgomp's workers do not outnumber the CPUs, so `start()` frees the OpenMP pool
+of the thread that loaded the model before the engine thread makes its own (openmp.py).
 
 Request validation and parameter defaults live in admission.py, per-request queues and
 detokenisation in streams.py / stopping.py; this module owns the thread and the lock.
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from glm_api import openmp
 from glm_api.config import EngineConfig
 from glm_api.engine.admission import Admission, max_model_len_for
 from glm_api.engine.errors import EngineDeadError, EngineError, InvalidRequestError
@@ -125,6 +128,7 @@ class AsyncEngine:
             return
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
+        openmp.release_pool()  # the loading thread's: the engine thread's must be the only one
         self._thread = threading.Thread(target=self._run, name="glm-engine", daemon=True)
         self._thread.start()
         self.is_ready = True
