@@ -152,12 +152,6 @@ static inline __m256d bound4(const Constants *k, const RowCodes *row, const floa
     return _mm256_add_pd(_mm256_add_pd(weights, codes), scaling);
 }
 
-static inline double bound1(const Constants *k, const RowCodes *row, const float *a, int64_t j) {
-    double weights = fmin(row->norm2 * k->bounds[j], row->norm1 * k->max_errors[j]);
-    double codes = fmin(row->error2 * k->norms2[j], row->error_max * k->norms1[j]);
-    return weights + codes + 4 * U * fabs((double)a[j]);
-}
-
 /* One row: its argmax from its screened logits `a` (limit of them), or -1. */
 static int64_t row_argmax(const float *x, int64_t K, const float *panels, const float *a,
                           const Constants *k, const RowCodes *row, double max_norm,
@@ -165,12 +159,16 @@ static int64_t row_argmax(const float *x, int64_t K, const float *panels, const 
     if (!row->ok || row->norm2 * max_norm > 1e30) return -1; /* no sum may overflow */
     /* the absolute term: a product that underflows is off by up to 2^-149 */
     const double floor = (double)K * 1e-44;
-    const int64_t blocked = limit & ~(int64_t)3;
+    /* blocks of 4 ids; the last block's lanes at or past `limit` are masked (a and the
+     * constants are padded to whole panels, so every block's loads are in bounds) */
+    const __m256d lane = _mm256_set_pd(3.0, 2.0, 1.0, 0.0);
+#define VALID(j) _mm256_cmp_pd(lane, _mm256_set1_pd((double)(limit - (j))), _CMP_LT_OQ)
     __m256d low4 = _mm256_set1_pd(-INFINITY), finite = _mm256_setzero_pd(), av;
-    for (int64_t j = 0; j < blocked; j += 4) {
-        __m256d b = bound4(k, row, a, j, &av);
-        low4 = _mm256_max_pd(low4, _mm256_sub_pd(av, b));
-        finite = _mm256_add_pd(finite, _mm256_sub_pd(av, av)); /* NaN from any inf or NaN */
+    for (int64_t j = 0; j < limit; j += 4) {
+        __m256d b = bound4(k, row, a, j, &av), valid = VALID(j);
+        low4 = _mm256_max_pd(low4, _mm256_blendv_pd(low4, _mm256_sub_pd(av, b), valid));
+        /* NaN from any inf or NaN among the ids */
+        finite = _mm256_add_pd(finite, _mm256_and_pd(valid, _mm256_sub_pd(av, av)));
     }
     double lows[4], checks[4], m = -INFINITY;
     _mm256_storeu_pd(lows, low4);
@@ -179,29 +177,20 @@ static int64_t row_argmax(const float *x, int64_t K, const float *panels, const 
         if (checks[i] != 0.0) return -1;
         m = fmax(m, lows[i]);
     }
-    for (int64_t j = blocked; j < limit; j++) {
-        if (!isfinite(a[j])) return -1;
-        m = fmax(m, (double)a[j] - bound1(k, row, a, j));
-    }
-    m -= floor; /* m = max_j (a_j - B_j - floor); the candidates: a_j + B_j + floor >= m */
+    /* m - floor = max_j (a_j - B_j - floor); the candidates: a_j + B_j + floor >= m - floor */
+    const __m256d threshold = _mm256_set1_pd(m - 2 * floor);
     /* the candidate panels, in order */
     int64_t *candidates = malloc((size_t)(max_panels + 1) * sizeof(int64_t));
     if (!candidates) return -1;
     int64_t count = 0;
-    const __m256d m4 = _mm256_set1_pd(m - floor);
     for (int64_t j = 0; j < limit && count <= max_panels; j += 4) {
-        int mask;
-        if (j < blocked) {
-            __m256d b = bound4(k, row, a, j, &av);
-            mask = _mm256_movemask_pd(_mm256_cmp_pd(_mm256_add_pd(av, b), m4, _CMP_GE_OQ));
-        } else {
-            mask = 0;
-            for (int64_t i = j; i < limit; i++)
-                if ((double)a[i] + bound1(k, row, a, i) >= m - floor) mask |= 1 << (i - j);
-        }
-        if (mask && (count == 0 || candidates[count - 1] != j / PANEL))
+        __m256d b = bound4(k, row, a, j, &av);
+        __m256d hit = _mm256_and_pd(VALID(j), _mm256_cmp_pd(_mm256_add_pd(av, b), threshold,
+                                                           _CMP_GE_OQ));
+        if (_mm256_movemask_pd(hit) && (count == 0 || candidates[count - 1] != j / PANEL))
             candidates[count++] = j / PANEL; /* 4 outputs never straddle two panels */
     }
+#undef VALID
     int64_t best = -1;
     if (count <= max_panels) {
         float top = 0.0f, exact[PANEL];
@@ -240,11 +229,12 @@ void glm_greedy_f32(const float *x, int64_t M, int64_t K, const float *panels,
         return;
     }
     RowCodes rows[MAX_M];
-    for (int64_t r = 0; r < M; r++)
-        rows[r] = quantize_row(x + r * K, K, K2, (int)levels, codes + r * K2);
     const Constants constants = {bounds, max_errors, norms2, norms1};
 #pragma omp parallel num_threads(num_threads)
     {
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < M; r++)
+            rows[r] = quantize_row(x + r * K, K, K2, (int)levels, codes + r * K2);
 #pragma omp for schedule(dynamic, CHUNK)
         for (int64_t p = 0; p < num_panels; p++)
             for (int64_t m = 0; m < M; m += ROWS)
