@@ -10,7 +10,8 @@ thread's: three workers on two CPUs, and every step is throttled.
 
 `release_pool()` frees the calling thread's pool (OpenMP 5.0's `omp_pause_resource_all`):
 the async engine calls it on the thread that loaded the model before its own thread starts,
-and the embedding worker after each forward. Measured on the 0.6B benchmark model on 2 cores
+the embedding service on the thread that loaded its models, and its worker after each
+forward. Measured on the 0.6B benchmark model on 2 cores
 (engine alone, interleaved): float32 single-stream decode 16-18 -> 22-25 tok/s, INT8 29-35
 -> 49-52, float32 at 16 streams 69 -> 81 tok/s.
 

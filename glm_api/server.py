@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from glm_api import openmp
 from glm_api.config import EngineConfig, ServerSettings
 from glm_api.engine.errors import EngineError
 from glm_api.engine.protocol import EngineStats
@@ -136,7 +135,6 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: Any) -> AsyncIterator[None]:
-        openmp.release_pool()  # the embedding models loaded on this thread (openmp.py)
         thread = threading.Thread(target=load, name="glm-load", daemon=True)
         thread.start()
         try:

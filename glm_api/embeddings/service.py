@@ -80,6 +80,7 @@ class EmbeddingService:
         for spec in specs or [DEFAULT_MODEL_NAME]:
             name, source = parse_spec(spec)
             models.append(EmbeddingModel.load(name, resolve_folder(source)))
+        openmp.release_pool()  # loading ran torch on this thread: its workers go (openmp.py)
         return cls(models, max_inputs_per_request, max_batch_tokens, batch_wait_s)
 
     def models(self) -> list[EmbeddingModelInfo]:
