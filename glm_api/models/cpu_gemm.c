@@ -17,7 +17,7 @@
  * busy through the arithmetic (16 rows of the 0.6B model's decode step: 15-20% faster).
  * A single pass (up to 6 rows) prefetches `AHEAD` bytes ahead in its own stream instead:
  * near a panel's end that is the next panel's start (panels lie one after another). Measured
- * on the 0.6B model's layers at 1 row, interleaved: 5-14% faster than the hardware prefetcher
+ * on the 0.6B model's layers at 1 row, interleaved: 7-12% faster than the hardware prefetcher
  * alone at 1024 bytes (16 values of k); 512, 1536, 2048 and 4096 bytes did no better.
  *
  * Threads take panels CHUNK at a time (dynamic): a thread the OS preempts for the HTTP server

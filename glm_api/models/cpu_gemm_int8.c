@@ -24,9 +24,9 @@
  * The first pass over a panel reads it from memory, and prefetches the line `AHEAD` bytes
  * on at every group of 4 k (one line per group): the panels lie one after another, so near a
  * panel's end that is the next one's start. Measured on the 0.6B model's layers (2 threads,
- * interleaved, weights streaming): 5-10% faster at 1, 4 and 16 rows than the hardware
- * prefetcher alone; 2048 bytes did as well, 4096 and a share of the next panel per pass
- * (cpu_gemm.c's scheme) worse.
+ * interleaved, weights streaming): 10-15% faster at 4 rows and 1-5% at 1 and 16 than the
+ * hardware prefetcher alone; 2048 bytes did as well, 4096 and a share of the next panel per
+ * pass (cpu_gemm.c's scheme) worse.
  */
 #include <immintrin.h>
 #include <math.h>
