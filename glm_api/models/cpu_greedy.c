@@ -29,6 +29,10 @@
  * Layout: panels of 16 outputs, panel[p][g][j][t] = q[16 p + j][2 g + t], K padded to even
  * with zeros: one ymm of 16 int16 holds 8 outputs x 2 k, against a broadcast pair of codes.
  *
+ * Built for AVX-512 with VNNI, one zmm holds a group's 16 outputs x 2 k, vpdpwssd adds both
+ * products into each output's int32 lane, and a pass takes up to 16 rows: the same exact
+ * sums, the same bits (tested).
+ *
  * Comparisons are in double. A row falls back (id -1: the caller computes every logit) when
  * anything is not finite, when sums could overflow, or when more than `max_panels` panels
  * qualify.
@@ -42,10 +46,18 @@
 #include "cpu_simd.h"
 
 #define PANEL 16
-#define ROWS 4   /* rows a pass takes against a panel */
+#if defined(__AVX512F__) && defined(__AVX512VNNI__)
+#define ROWS 16 /* rows a pass takes against a panel */
+#else
+#define ROWS 4
+#endif
 #define MAX_M 64  /* greedy_screen.py's MAX_ROWS */
 #define CHUNK 4
+#if ROWS == 16
+#define AHEAD 4096 /* bytes: the first pass's prefetch distance, as cpu_gemm_int8.c */
+#else
 #define AHEAD 1024 /* bytes: the first pass's prefetch distance, as cpu_gemm_int8.c */
+#endif
 #define U 5.9604644775390625e-8 /* 2^-24 */
 
 void glm_panel_row_f32(const float *x, int64_t K, const float *panel, float *out16);
@@ -59,11 +71,13 @@ typedef struct {
 } RowCodes;
 
 /* x (K floats) -> codes (K2 int16, the padding 0), and its norms */
-static RowCodes quantize_row(const float *x, int64_t K, int64_t K2, int levels, int16_t *codes) {
+/* each pair of codes lies `ps` int16 after the one before (2: the row's codes contiguous) */
+static RowCodes quantize_row(const float *x, int64_t K, int64_t K2, int levels, int16_t *codes,
+                             int64_t ps) {
     RowCodes row = {1.0f, 0.0, 0.0, 0.0, 0.0, 0};
     int has_nan;
     float top = abs_max(x, K, &has_nan);
-    memset(codes, 0, (size_t)K2 * sizeof(int16_t));
+    for (int64_t k = 0; k < K2; k++) codes[(k >> 1) * ps + (k & 1)] = 0;
     if (has_nan || !(top < INFINITY)) return row;
     float t = top / (float)levels;
     if (!(t >= 1.17549435e-38f)) t = 1.17549435e-38f; /* no denormal scale; |x / t| <= levels */
@@ -72,7 +86,7 @@ static RowCodes quantize_row(const float *x, int64_t K, int64_t K2, int levels, 
     for (int64_t k = 0; k < K; k++) {
         double v = (double)x[k], c = nearbyint(v / (double)t);
         c = fmin(fmax(c, (double)-levels), (double)levels);
-        codes[k] = (int16_t)c;
+        codes[(k >> 1) * ps + (k & 1)] = (int16_t)c;
         double d = fabs(v - c * (double)t); /* t c is exact in double: 24 + 15 bits */
         sq += v * v;
         sum += fabs(v);
@@ -88,6 +102,7 @@ static RowCodes quantize_row(const float *x, int64_t K, int64_t K2, int levels, 
     return row;
 }
 
+#if ROWS == 4
 #define ROW(r)                                                                        \
     do {                                                                              \
         int32_t pair;                                                                 \
@@ -128,6 +143,50 @@ static void screen_tile(const int16_t *codes, int64_t K2, int rows, const int8_t
     }
 }
 #undef ROW
+#else
+/* the tile's codes are packed pair-major (row r's pair g at 2 (g rows + r)): one pointer
+ * and constant offsets reach all rows */
+static inline __attribute__((always_inline)) void screen_rows(
+    const int16_t *codes, int64_t K2, const int rows, const int8_t *panel, const float *scales,
+    const RowCodes *info, float *out, int64_t ldo, int prefetch) {
+    /* named accumulators, not an array: GCC keeps a 1 KB array in memory */
+    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+            a7 = a0, a8 = a0, a9 = a0, a10 = a0, a11 = a0, a12 = a0, a13 = a0, a14 = a0,
+            a15 = a0;
+#define DOT(r)                                                                    \
+    if (r < rows) {                                                               \
+        int32_t pair;                                                             \
+        memcpy(&pair, pairs + 2 * r, sizeof pair);                                \
+        a##r = _mm512_dpwssd_epi32(a##r, _mm512_set1_epi32(pair), w);             \
+    }
+    for (int64_t g = 0; g < K2 / 2; g++) {
+        const int8_t *at = panel + g * 2 * PANEL;
+        if (prefetch) _mm_prefetch((const char *)at + AHEAD, _MM_HINT_T0);
+        __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)at));
+        const int16_t *pairs = codes + g * 2 * rows;
+        DOT(0) DOT(1) DOT(2) DOT(3) DOT(4) DOT(5) DOT(6) DOT(7)
+        DOT(8) DOT(9) DOT(10) DOT(11) DOT(12) DOT(13) DOT(14) DOT(15)
+    }
+#undef DOT
+    __m512i acc[ROWS] = {a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15};
+    __m512 s = _mm512_loadu_ps(scales);
+    for (int r = 0; r < rows; r++)
+        _mm512_storeu_ps(out + r * ldo, _mm512_mul_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[r]), s),
+                                                      _mm512_set1_ps(info[r].scale)));
+}
+
+/* rows (1..16) of codes x one panel, as the AVX2 build's screen_tile */
+#define CASE(n) case n: screen_rows(codes, K2, n, panel, scales, info, out, ldo, prefetch); break;
+static void screen_tile(const int16_t *codes, int64_t K2, int rows, const int8_t *panel,
+                        const float *scales, const RowCodes *info, float *out, int64_t ldo,
+                        int prefetch) {
+    switch (rows) {
+        CASE(16) CASE(15) CASE(14) CASE(13) CASE(12) CASE(11) CASE(10) CASE(9)
+        CASE(8) CASE(7) CASE(6) CASE(5) CASE(4) CASE(3) CASE(2) default: CASE(1)
+    }
+}
+#undef CASE
+#endif
 
 /* The per-output constants of the bound. */
 typedef struct {
@@ -233,8 +292,14 @@ void glm_greedy_f32(const float *x, int64_t M, int64_t K, const float *panels,
 #pragma omp parallel num_threads(num_threads)
     {
 #pragma omp for schedule(static)
-        for (int64_t r = 0; r < M; r++)
-            rows[r] = quantize_row(x + r * K, K, K2, (int)levels, codes + r * K2);
+        for (int64_t r = 0; r < M; r++) {
+#if ROWS == 16 /* a pass's codes pair-major (screen_rows above) */
+            int64_t r0 = r - r % ROWS, n = M - r0 < ROWS ? M - r0 : ROWS;
+            rows[r] = quantize_row(x + r * K, K, K2, (int)levels, codes + r0 * K2 + 2 * (r - r0), 2 * n);
+#else
+            rows[r] = quantize_row(x + r * K, K, K2, (int)levels, codes + r * K2, 2);
+#endif
+        }
 #pragma omp for schedule(dynamic, CHUNK)
         for (int64_t p = 0; p < num_panels; p++)
             for (int64_t m = 0; m < M; m += ROWS)
