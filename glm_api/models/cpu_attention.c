@@ -12,7 +12,10 @@
  * Scores go 8 keys at a time (one FMA chain per key, then a fixed tree across lanes) for
  * every head of the group while those keys sit in L1; the weighted sum of values keeps each
  * output's one FMA chain in registers, 64 value rows at a time. Memory-bound at 16 sequences
- * of 200 tokens (2.2x the one-dot-product-at-a-time loop it replaced, measured).
+ * of 200 tokens (2.2x the one-dot-product-at-a-time loop it replaced, measured). While it
+ * scores a block of 8 keys it prefetches the keys two blocks on (to L1) and the block's own
+ * values (to L2, for the weighing): 24 layers of 16 sequences on the Zen 5 EPYC, 130 / 200 /
+ * 400 keys, 7.3 / 9.4 / 18.8 -> 5.5 / 7.1 / 13.5 ms (interleaved; the same bits).
  *
  * The cache holds float32, or float16 or bfloat16 (`--kv-cache-dtype`: half the memory and
  * half the traffic). A 16-bit cache is written rounded to nearest even, as torch's `.to()`
@@ -167,10 +170,18 @@ INLINE void task(const float *q, const void *K, const void *V, int64_t L, int64_
     float *acc = work + G * padded;   /* (G, D) */
     const __m256 scale8 = _mm256_set1_ps(scale);
     int64_t t = 0;
-    for (; t + 8 <= L; t += 8) /* 8 keys (in L1) against every head of the group */
+    const int64_t row_bytes = D * ELEMENT(kind);
+    for (; t + 8 <= L; t += 8) { /* 8 keys (in L1) against every head of the group */
+        /* the keys of 2 blocks on, and these keys' values for the weighing below (to L2) */
+        const char *next_keys = (const char *)K + (t + 16) * row_bytes;
+        const char *values = (const char *)V + t * row_bytes;
+        int64_t ahead = t + 24 <= L ? 8 * row_bytes : 0;
+        for (int64_t b = 0; b < ahead; b += 64) _mm_prefetch(next_keys + b, _MM_HINT_T0);
+        for (int64_t b = 0; b < 8 * row_bytes; b += 64) _mm_prefetch(values + b, _MM_HINT_T1);
         for (int64_t g = 0; g < G; g++)
             _mm256_storeu_ps(scores + g * padded + t,
                              _mm256_mul_ps(dot8(q + g * D, K, t * D, D, kind), scale8));
+    }
     for (; t < L; t++)
         for (int64_t g = 0; g < G; g++) {
             __m256 s = _mm256_setzero_ps();
