@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import time
@@ -42,6 +43,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-invariant", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
     parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument(
+        "--no-gc-freeze", action="store_true", help="leave the loaded objects to gc"
+    )
     return parser.parse_args()
 
 
@@ -91,6 +95,9 @@ async def run(args: argparse.Namespace) -> None:
             engine, prompts[0][:8], SamplingParams(temperature=0, max_tokens=2), "warm"
         )
         engine.stats()  # drain the warm-up
+        if not args.no_gc_freeze:  # as the server does once its model is loaded (server.py)
+            gc.collect()
+            gc.freeze()
         start = time.perf_counter()
         jobs = [one_request(engine, p, params, f"bench-{i}") for i, p in enumerate(prompts)]
         results = await asyncio.gather(*jobs)
