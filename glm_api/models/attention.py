@@ -11,6 +11,7 @@ layer computes around the attention (the model files).
 
 from __future__ import annotations
 
+import ctypes
 from dataclasses import dataclass, field
 
 import torch
@@ -116,8 +117,10 @@ def attend(
 
     Each request's arithmetic is independent of its neighbours (batch invariance) and reads
     its slot in place. The cache may hold a narrower dtype than the activations (written
-    rounded, read widened). On the CPU in float32, the decode rows of the step go to our kernel in
-    one call (cpu_attention.py); the rest, and every other device, one SDPA call a sequence.
+    rounded, read widened). On the CPU in float32, our kernel (cpu_attention.py) takes the
+    decode rows of the step in one call and the prompt rows in another, each row computed the
+    same way: a position's bits do not depend on how its prompt was chunked or whether a
+    prefix was reused (SDPA's do, with AVX-512). Every other device: one SDPA call a sequence.
     """
     out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
     num_heads, num_kv_heads = query.shape[1], key.shape[1]
@@ -132,6 +135,11 @@ def attend(
             )
             done = set(plan.seqs)
             remaining = [i for i in remaining if i not in done]
+        if remaining:
+            _prefill_rows(
+                library, query, key, value, cache, batch, scale, num_prefix, list(remaining), out
+            )
+            return out
     for i in remaining:
         start, num_new = batch.query_starts[i], batch.query_lens[i]
         slot, num_cached = batch.slot_ids[i], batch.cached_lens[i]
@@ -160,3 +168,47 @@ def attend(
         )  # (1, heads, new, dim)
         out[start : start + num_new] = o[0, :, :num_new].transpose(0, 1)
     return out
+
+
+def _prefill_rows(
+    library: ctypes.CDLL,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cache: LayerCache,
+    batch: AttentionBatch,
+    scale: float,
+    num_prefix: int,
+    seqs: list[int],
+    out: torch.Tensor,
+) -> None:
+    """The prompt (or multi-row) chunks of `seqs` on our kernel: keys and values written, then
+    each row over its visible window, a prefix of the slot's keys (as `_mask` draws it)."""
+    rows: list[int] = []
+    slots: list[int] = []
+    visible: list[int] = []
+    for i in seqs:
+        start, num_new = batch.query_starts[i], batch.query_lens[i]
+        slot, num_cached = batch.slot_ids[i], batch.cached_lens[i]
+        lo = num_prefix + num_cached
+        cache.keys[slot, :, lo : lo + num_new] = key[start : start + num_new].transpose(0, 1)
+        cache.values[slot, :, lo : lo + num_new] = value[start : start + num_new].transpose(0, 1)
+        bidirectional = batch.bidirectional_lens[i]
+        for j in range(num_new):
+            position = num_cached + j
+            seen = max(position + 1, bidirectional) if position < bidirectional else position + 1
+            seen = min(seen, num_cached + num_new)  # keys past this chunk are not there yet
+            rows.append(start + j)
+            slots.append(slot)
+            visible.append(num_prefix + seen)
+    cpu_attention.prefill_attention(
+        library,
+        query,
+        cache.keys,
+        cache.values,
+        rows,
+        slots,
+        visible,
+        scale,
+        out,  # type: ignore[arg-type]
+    )

@@ -295,3 +295,56 @@ int64_t glm_decode_attention(const float *q, int64_t q_stride, const float *k, i
     }
     return failed;
 }
+
+/* one prefill row's task for a cache of `kind`: row `row` of q attends to the first L keys
+ * of its slot (already written by the caller); 1 when no scratch memory was left, else 0 */
+INLINE int64_t prefill_task(const float *q, int64_t q_stride, const void *key_cache,
+                            const void *value_cache, int64_t cache_len, int64_t row,
+                            int64_t slot, int64_t L, int64_t num_heads, int64_t num_kv_heads,
+                            int64_t h, int64_t D, float scale, float *out, const int kind) {
+    int64_t G = num_heads / num_kv_heads;
+    int64_t base = (slot * num_kv_heads + h) * cache_len * D; /* elements */
+    const char *K = (const char *)key_cache + base * ELEMENT(kind);
+    const char *V = (const char *)value_cache + base * ELEMENT(kind);
+    float *work = scratch_for((size_t)(G * ((L + 7) & ~(int64_t)7) + G * D));
+    if (!work) return 1;
+    task(q + row * q_stride + h * G * D, K, V, L, G, D, scale, out + row * num_heads * D + h * G * D,
+         D, work, kind);
+    return 0;
+}
+
+#define PREFILL_TASK_FOR(NAME, KIND)                                                          \
+    static int64_t NAME(const float *q, int64_t q_stride, const void *key_cache,              \
+                        const void *value_cache, int64_t cache_len, int64_t row, int64_t slot, \
+                        int64_t L, int64_t num_heads, int64_t num_kv_heads, int64_t h,         \
+                        int64_t D, float scale, float *out) {                                 \
+        return prefill_task(q, q_stride, key_cache, value_cache, cache_len, row, slot, L,     \
+                            num_heads, num_kv_heads, h, D, scale, out, KIND);                 \
+    }
+PREFILL_TASK_FOR(prefill_task_f32, KV_F32)
+PREFILL_TASK_FOR(prefill_task_f16, KV_F16)
+PREFILL_TASK_FOR(prefill_task_bf16, KV_BF16)
+
+/* Prompt rows: row rows[i] of q attends to the first visible[i] keys of slot slots[i] (its
+ * causal or bidirectional window, P-tuning prefix included), keys and values already in the
+ * cache; nothing is written there. Each row is computed exactly as a decode row (task above):
+ * a position gets the same bits however its prompt was cut into chunks, whether a reused
+ * prefix skipped part of it, and as a decode step would give it. Layouts as
+ * glm_decode_attention; returns the tasks left undone for want of scratch memory. */
+int64_t glm_prefill_attention(const float *q, int64_t q_stride, const void *key_cache,
+                              const void *value_cache, int64_t cache_len, const int64_t *rows,
+                              const int64_t *slots, const int64_t *visible, int64_t num_rows,
+                              int64_t num_heads, int64_t num_kv_heads, int64_t D, float scale,
+                              float *out, int num_threads, int kind) {
+    int64_t (*run)(const float *, int64_t, const void *, const void *, int64_t, int64_t,
+                   int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, float, float *) =
+        kind == KV_F16 ? prefill_task_f16 : kind == KV_BF16 ? prefill_task_bf16 : prefill_task_f32;
+    int64_t num_tasks = num_rows * num_kv_heads, failed = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(num_threads) reduction(+ : failed)
+    for (int64_t task_id = 0; task_id < num_tasks; task_id++) {
+        int64_t i = task_id / num_kv_heads, h = task_id % num_kv_heads;
+        failed += run(q, q_stride, key_cache, value_cache, cache_len, rows[i], slots[i],
+                      visible[i], num_heads, num_kv_heads, h, D, scale, out);
+    }
+    return failed;
+}

@@ -109,3 +109,38 @@ def decode_attention(
     )  # fmt: skip
     if undone:
         raise MemoryError(f"decode attention: no scratch memory for {undone} heads")
+
+
+def prefill_attention(
+    library: ctypes.CDLL,
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    rows: list[int],
+    slots: list[int],
+    visible: list[int],
+    scale: float,
+    out: torch.Tensor,
+) -> None:
+    """Write rows `rows` of `out` `(tokens, heads, dim)`: row i attends to the first
+    `visible[i]` keys of slot `slots[i]`, already in the cache (nothing is written there).
+
+    Each row is computed as a decode row is, so a prompt position has the same bits however
+    its prompt was chunked or a prefix reused. query as `decode_attention` takes it.
+    """
+    num_heads, head_dim = query.shape[1], query.shape[2]
+    if max(slots) >= keys.shape[0] or max(visible) > keys.shape[2] or min(visible) < 1:
+        raise IndexError(
+            f"prefill attention: slot {max(slots)} / {max(visible)} keys outside a cache of "
+            f"{keys.shape[0]} slots x {keys.shape[2]} rows"
+        )
+    row_ids, slot_ids = torch.tensor(rows, dtype=torch.long), torch.tensor(slots, dtype=torch.long)
+    lengths = torch.tensor(visible, dtype=torch.long)
+    undone = library.glm_prefill_attention(
+        query.data_ptr(), query.stride(0), keys.data_ptr(), values.data_ptr(), keys.shape[2],
+        row_ids.data_ptr(), slot_ids.data_ptr(), lengths.data_ptr(), len(rows),
+        num_heads, keys.shape[1], head_dim, scale,
+        out.data_ptr(), torch.get_num_threads(), CACHE_KINDS[keys.dtype],
+    )  # fmt: skip
+    if undone:
+        raise MemoryError(f"prefill attention: no scratch memory for {undone} heads")

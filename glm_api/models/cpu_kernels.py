@@ -87,6 +87,11 @@ SIGNATURES: dict[str, tuple[type | None, list[type]]] = {
         [_P, _I64, _I64, _P, _P, _P, _P, _P, _P, _P, _I64, ctypes.c_double, _I64, _I64, _P, _P,
          _INT],
     ),
+    # q, q_stride, key_cache, value_cache, cache_len, rows, slots, visible, num_rows,
+    # num_heads, num_kv_heads, head_dim, scale, out, threads, kind -> tasks left undone
+    "glm_prefill_attention": (_I64, [
+        _P, _I64, _P, _P, _I64, _P, _P, _P, _I64, _I64, _I64, _I64, _F32, _P, _INT, _INT,
+    ]),
     # x, rows, dim, row_stride, out (int64)
     "glm_argmax_rows_f32": (None, [_P, _I64, _I64, _I64, _P]),
     # decoder, hidden, M, cos, sin, slots, lengths, key_caches, value_caches, cache_len,

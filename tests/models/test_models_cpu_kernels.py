@@ -89,6 +89,37 @@ def test_decode_rows_match_the_sdpa_loop_and_write_the_same_cache(
 
 
 @CACHE_DTYPES
+def test_prompt_rows_match_sdpa_and_have_the_same_bits_however_chunked(
+    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prompt chunks go to the kernel too: close to SDPA's mask loop, bidirectional windows
+    (ChatGLM-6B) included, and a position's bits the same in one chunk, in three, or decoded."""
+    ours, reference = _caches(dtype)
+    args = _step([9, 1, 5], cached=[0, 17, 3], slots=[2, 0, 4])
+    q, k, v, batch = args
+    batch.bidirectional_lens[:] = [4, 0, 6]  # rows before these see each other both ways
+    out = attend(q, k, v, ours, batch, DIM**-0.5, PREFIX)
+    expected = _reference(monkeypatch, args, reference)
+    torch.testing.assert_close(out, expected, atol=2e-6, rtol=1e-5)
+    assert torch.equal(ours.keys, reference.keys) and torch.equal(ours.values, reference.values)
+
+    # one 12-row prompt: whole, then as chunks of 5, 1 and 6 into a fresh cache
+    torch.manual_seed(3)
+    whole_cache, chunked_cache = _caches(dtype)
+    q, k, v, _ = _step([12], cached=[0], slots=[1])
+    whole = attend(q, k, v, whole_cache, AttentionBatch([1], [0], [12], [0], [0]), 0.1, PREFIX)
+    parts = []
+    for start, size in ((0, 5), (5, 1), (6, 5)):
+        rows = slice(start, start + size)
+        chunk = AttentionBatch([1], [0], [size], [start], [0], prompt_lens=[12])
+        parts.append(attend(q[rows], k[rows], v[rows], chunked_cache, chunk, 0.1, PREFIX))
+    decode = AttentionBatch([1], [0], [1], [11], [0])  # the last row decoded, as a next token
+    parts.append(attend(q[11:], k[11:], v[11:], chunked_cache, decode, 0.1, PREFIX))
+    assert torch.equal(torch.cat(parts), whole)
+    assert torch.equal(chunked_cache.keys, whole_cache.keys)
+
+
+@CACHE_DTYPES
 def test_long_slots_odd_head_dims_and_groups_match_the_sdpa_loop(
     dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
