@@ -94,3 +94,29 @@ def test_the_greedy_screen_has_the_same_ids_and_logits(num_out: int, num_in: int
         full = cpu_gemm.linear(avx512, x, panels, num_out, None).argmax(dim=-1).tolist()
         settled = [(i, f) for i, f in zip(ids, full, strict=True) if i is not None]
         assert len(settled) == num_rows and all(i == f for i, f in settled)
+
+
+@needs_both
+def test_decode_attention_has_the_same_bits() -> None:
+    """The AVX-512 build weighs the values of two heads x 128 dims at a time: each output is
+    still one FMA chain in key order."""
+    avx2, avx512 = both()
+    torch.manual_seed(5)
+    heads, kv_heads, dim, slots, cache_len = 10, 2, 136, 3, 160
+    query = torch.randn(slots, heads, dim)
+    key, value = torch.randn(slots, kv_heads, dim), torch.randn(slots, kv_heads, dim)
+    keys = torch.randn(slots, kv_heads, cache_len, dim)
+    values = torch.randn(slots, kv_heads, cache_len, dim)
+    lengths, rows = torch.tensor([150, 7, 65]), torch.arange(slots)  # rows and slots alike
+    outs = []
+    for library in (avx2, avx512):
+        out = torch.empty(slots, heads, dim)
+        undone = library.glm_decode_attention(
+            query.data_ptr(), heads * dim, key.data_ptr(), kv_heads * dim, value.data_ptr(),
+            kv_heads * dim, keys.data_ptr(), values.data_ptr(), cache_len,
+            rows.data_ptr(), rows.data_ptr(), lengths.data_ptr(),
+            slots, heads, kv_heads, dim, dim**-0.5, out.data_ptr(), 2, 0,
+        )  # fmt: skip
+        assert undone == 0
+        outs.append(out)
+    assert torch.equal(outs[0], outs[1])

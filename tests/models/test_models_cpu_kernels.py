@@ -120,11 +120,13 @@ def test_prompt_rows_match_sdpa_and_have_the_same_bits_however_chunked(
 
 
 @CACHE_DTYPES
+@pytest.mark.parametrize("dim", [72, 136])
 def test_long_slots_odd_head_dims_and_groups_match_the_sdpa_loop(
-    dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+    dtype: torch.dtype, dim: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # several 64-row blocks of values, a head dim of 72 (4 x 16 + 8), groups of 5 query heads
-    heads, kv_heads, dim, lengths = 10, 2, 72, [150, 7, 64, 65, 129]
+    # several 64-row blocks of values, head dims of 72 (4 x 16 + 8) and 136 (128 + 8: the
+    # AVX-512 build's two-heads-at-a-time weighing, then the rest), groups of 5 query heads
+    heads, kv_heads, lengths = 10, 2, [150, 7, 64, 65, 129]
     torch.manual_seed(6)
     shape = (len(lengths), kv_heads, 160, dim)
     ours = LayerCache(torch.randn(shape).to(dtype), torch.randn(shape).to(dtype))
