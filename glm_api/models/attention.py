@@ -36,8 +36,8 @@ class AttentionBatch:
     #: ChatGLM-6B (v1): prompt tokens before `<sop>` that see each other both ways; else 0
     bidirectional_lens: list[int]
     #: each sequence's prompt length, where known: a one-token chunk of a prompt is then
-    #: prefilled (SDPA, as its other chunks), not decoded, so a prompt position gets the same
-    #: bits however its prompt was split into chunks (and a reused prefix stays exact)
+    #: prefilled (as its other chunks), not decoded, so a prompt position gets the same bits
+    #: however its prompt was split into chunks (and a reused prefix stays exact) on SDPA too
     prompt_lens: list[int] = field(default_factory=list)
     #: the decode rows for the CPU kernel, made by the first layer that asks (then reused)
     _decode_rows: cpu_attention.DecodeRows | None = field(default=None, repr=False)

@@ -7,9 +7,11 @@ for keys and one for values, three views and a `scaled_dot_product_attention` ca
 in one call, cache writes included, with the same per-sequence independence (batch
 invariance) as the loop it replaces.
 
-attention.py decides which sequences come here (one new token, nothing bidirectional left,
-float32 activations on the CPU, a float32, float16 or bfloat16 cache); everything else keeps PyTorch's
-SDPA.
+attention.py decides which sequences come here (float32 activations on the CPU, a float32,
+float16 or bfloat16 cache): decode rows (one new token, nothing bidirectional left) through
+`decode_attention`, which also writes their keys and values, and prompt rows through
+`prefill_attention`, each over its visible window, computed as a decode row is (a position's
+bits then do not depend on how its prompt was chunked). Everything else keeps PyTorch's SDPA.
 """
 
 from __future__ import annotations
