@@ -1,7 +1,8 @@
 """Our float32 CPU linear kernel (cpu_gemm.c): built once with the system's C compiler.
 
-Why a kernel of our own: on the AVX2 EPYC we measure on, the linears of one decode step of
-the 0.6B GLM-4 benchmark model took (ms, 2 threads; oneDNN over a weight reordered once):
+Why a kernel of our own: on the AVX2 (Zen 3) EPYC of the earlier benchmarks, the linears of
+one decode step of the 0.6B GLM-4 benchmark model took (ms, 2 threads; oneDNN over a weight
+reordered once):
 
 | rows | oneDNN | oneDNN, 1 row computed as 2 | cpu_gemm.c |
 | ---: | ---: | ---: | ---: |

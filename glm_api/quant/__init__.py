@@ -30,8 +30,8 @@ device has them, each checked once against the dequantized weight; else the weig
 dequantized per call (not measured: no GPU on the development machines).
 
 Whole-model decode (bench/quant_decode.py: GLM-4 shapes, 0.58B parameters, 2 threads on
-the AVX2 EPYC of docs/benchmarks.md; "+ out" also quantizes the 151552 x 1024 output layer,
-which is a third of the weights; float32 is as served, through cpu_gemm.c):
+the AVX2 (Zen 3) EPYC of an earlier docs/benchmarks.md; "+ out" also quantizes the 151552 x
+1024 output layer, which is a third of the weights; float32 is as served, through cpu_gemm.c):
 
 | weights    | MiB  | batch 1 tok/s | batch 8 tok/s |
 |------------|------|---------------|---------------|
