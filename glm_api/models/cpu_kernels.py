@@ -157,8 +157,15 @@ def _build(compiler: str, flags: tuple[str, ...], target: Path) -> bool:
 
 
 def load() -> ctypes.CDLL | None:
-    """The built kernel library, or None where it cannot run here (callers fall back)."""
-    return load_isa(best_isa())
+    """The built kernel library, or None where it cannot run here (callers fall back).
+
+    Where the AVX-512 build fails (a compiler without `-mavx512vnni`, say), the AVX2 one
+    serves."""
+    isa = best_isa()
+    library = load_isa(isa)
+    if library is None and isa != "avx2":
+        library = load_isa("avx2")
+    return library
 
 
 @cache

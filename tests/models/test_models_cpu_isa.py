@@ -9,6 +9,8 @@ the AVX2 build's 6 and 4, ragged panels and odd K.
 from __future__ import annotations
 
 import ctypes
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,6 +43,33 @@ def test_the_isa_follows_the_cpu_and_the_override(monkeypatch: pytest.MonkeyPatc
     assert not set(cpu_kernels.AVX512_FLAGS) & set(cpu_kernels.flags_for("avx2"))
     with pytest.raises(ValueError, match="unknown instruction set"):
         cpu_kernels.flags_for("sse2")
+
+
+@needs_both
+def test_a_failed_avx512_build_falls_back_to_avx2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A compiler that cannot build the AVX-512 library (no -mavx512vnni, say): AVX2 serves."""
+    avx2 = cpu_kernels.load_isa("avx2")
+    assert avx2 is not None
+    built = Path(avx2._name)  # the AVX2 library, as a cache directory would hold it
+    (tmp_path / "kernels").mkdir()
+    shutil.copy(built, tmp_path / "kernels" / built.name)
+    real_build = cpu_kernels._build
+
+    def no_avx512(compiler: str, flags: tuple[str, ...], target: Path) -> bool:
+        return False if "-mavx512f" in flags else real_build(compiler, flags, target)
+
+    monkeypatch.setenv("GLM_API_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu_kernels, "_build", no_avx512)
+    cpu_kernels.load_isa.cache_clear()
+    try:
+        library = cpu_kernels.load()
+        assert library is not None and Path(library._name).parent == tmp_path / "kernels"
+        assert Path(library._name).name == built.name
+        assert cpu_kernels.load_isa("avx512") is None
+    finally:
+        cpu_kernels.load_isa.cache_clear()
 
 
 @needs_both
