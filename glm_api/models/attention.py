@@ -11,7 +11,6 @@ layer computes around the attention (the model files).
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +40,8 @@ class AttentionBatch:
     prompt_lens: list[int] = field(default_factory=list)
     #: the decode rows for the CPU kernel, made by the first layer that asks (then reused)
     _decode_rows: cpu_attention.DecodeRows | None = field(default=None, repr=False)
+    #: the prompt rows for the CPU kernel, likewise
+    _prompt_rows: cpu_attention.PromptRows | None = field(default=None, repr=False)
 
     @property
     def num_seqs(self) -> int:
@@ -73,6 +74,39 @@ class AttentionBatch:
                 max_length=max(lengths, default=-1),
             )
             self._decode_rows = plan
+        return plan
+
+    def prompt_rows(self, num_prefix: int, seqs: list[int]) -> cpu_attention.PromptRows:
+        """Every row of the chunks of `seqs` and its visible window, a prefix of its slot's
+        keys: the rows `_mask` lets it see (causal, bidirectional prompt, P-tuning prefix)."""
+        plan = self._prompt_rows
+        if plan is None or plan.num_prefix != num_prefix or plan.seqs != seqs:
+            rows: list[int] = []
+            slots: list[int] = []
+            visible: list[int] = []
+            for i in seqs:
+                num_cached, num_new = self.cached_lens[i], self.query_lens[i]
+                bidirectional = self.bidirectional_lens[i]
+                for j in range(num_new):
+                    position = num_cached + j
+                    seen = position + 1
+                    if position < bidirectional:
+                        seen = max(seen, bidirectional)
+                    rows.append(self.query_starts[i] + j)
+                    slots.append(self.slot_ids[i])
+                    # keys past this chunk are not there yet
+                    visible.append(num_prefix + min(seen, num_cached + num_new))
+            plan = cpu_attention.PromptRows(
+                seqs=list(seqs),
+                rows=torch.tensor(rows, dtype=torch.long),
+                slots=torch.tensor(slots, dtype=torch.long),
+                visible=torch.tensor(visible, dtype=torch.long),
+                num_prefix=num_prefix,
+                max_slot=max(slots, default=-1),
+                max_visible=max(visible, default=0),
+                min_visible=min(visible, default=1),
+            )
+            self._prompt_rows = plan
         return plan
 
 
@@ -136,17 +170,17 @@ def attend(
             done = set(plan.seqs)
             remaining = [i for i in remaining if i not in done]
         if remaining:
-            _prefill_rows(
-                library, query, key, value, cache, batch, scale, num_prefix, list(remaining), out
+            prompt = batch.prompt_rows(num_prefix, list(remaining))
+            for i in prompt.seqs:
+                _write_chunk(key, value, cache, batch, num_prefix, i)
+            cpu_attention.prefill_attention(
+                library, query, cache.keys, cache.values, prompt, scale, out
             )
-            return out
+        return out
     for i in remaining:
         start, num_new = batch.query_starts[i], batch.query_lens[i]
         slot, num_cached = batch.slot_ids[i], batch.cached_lens[i]
-        lo = num_prefix + num_cached
-        hi = lo + num_new
-        cache.keys[slot, :, lo:hi] = key[start : start + num_new].transpose(0, 1)
-        cache.values[slot, :, lo:hi] = value[start : start + num_new].transpose(0, 1)
+        hi = _write_chunk(key, value, cache, batch, num_prefix, i)
         keys = cache.keys[slot, :, :hi].unsqueeze(0)  # (1, num_kv_heads, hi, head_dim)
         values = cache.values[slot, :, :hi].unsqueeze(0)
         q = query[start : start + num_new].transpose(0, 1).unsqueeze(0)  # (1, heads, new, dim)
@@ -170,45 +204,17 @@ def attend(
     return out
 
 
-def _prefill_rows(
-    library: ctypes.CDLL,
-    query: torch.Tensor,
+def _write_chunk(
     key: torch.Tensor,
     value: torch.Tensor,
     cache: LayerCache,
     batch: AttentionBatch,
-    scale: float,
     num_prefix: int,
-    seqs: list[int],
-    out: torch.Tensor,
-) -> None:
-    """The prompt (or multi-row) chunks of `seqs` on our kernel: keys and values written, then
-    each row over its visible window, a prefix of the slot's keys (as `_mask` draws it)."""
-    rows: list[int] = []
-    slots: list[int] = []
-    visible: list[int] = []
-    for i in seqs:
-        start, num_new = batch.query_starts[i], batch.query_lens[i]
-        slot, num_cached = batch.slot_ids[i], batch.cached_lens[i]
-        lo = num_prefix + num_cached
-        cache.keys[slot, :, lo : lo + num_new] = key[start : start + num_new].transpose(0, 1)
-        cache.values[slot, :, lo : lo + num_new] = value[start : start + num_new].transpose(0, 1)
-        bidirectional = batch.bidirectional_lens[i]
-        for j in range(num_new):
-            position = num_cached + j
-            seen = max(position + 1, bidirectional) if position < bidirectional else position + 1
-            seen = min(seen, num_cached + num_new)  # keys past this chunk are not there yet
-            rows.append(start + j)
-            slots.append(slot)
-            visible.append(num_prefix + seen)
-    cpu_attention.prefill_attention(
-        library,
-        query,
-        cache.keys,
-        cache.values,
-        rows,
-        slots,
-        visible,
-        scale,
-        out,  # type: ignore[arg-type]
-    )
+    i: int,
+) -> int:
+    """Sequence i's new keys and values into its slot; returns the slot's rows now filled."""
+    start, num_new = batch.query_starts[i], batch.query_lens[i]
+    slot, lo = batch.slot_ids[i], num_prefix + batch.cached_lens[i]
+    cache.keys[slot, :, lo : lo + num_new] = key[start : start + num_new].transpose(0, 1)
+    cache.values[slot, :, lo : lo + num_new] = value[start : start + num_new].transpose(0, 1)
+    return lo + num_new

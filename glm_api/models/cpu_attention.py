@@ -42,6 +42,20 @@ class DecodeRows:
     max_length: int
 
 
+@dataclass(slots=True)
+class PromptRows:
+    """The prompt rows of a step and each one's visible window: made once per step."""
+
+    seqs: list[int]  # indices into the AttentionBatch
+    rows: torch.Tensor  # (n,) int64 token row of each prompt row
+    slots: torch.Tensor  # (n,) int64 cache slot
+    visible: torch.Tensor  # (n,) int64 keys the row sees: the first ones of its slot
+    num_prefix: int  # the prefix rows counted in `visible`
+    max_slot: int
+    max_visible: int
+    min_visible: int
+
+
 def load() -> ctypes.CDLL | None:
     return cpu_kernels.load()
 
@@ -118,29 +132,25 @@ def prefill_attention(
     query: torch.Tensor,
     keys: torch.Tensor,
     values: torch.Tensor,
-    rows: list[int],
-    slots: list[int],
-    visible: list[int],
+    plan: PromptRows,
     scale: float,
     out: torch.Tensor,
 ) -> None:
-    """Write rows `rows` of `out` `(tokens, heads, dim)`: row i attends to the first
-    `visible[i]` keys of slot `slots[i]`, already in the cache (nothing is written there).
+    """Write the plan's rows of `out` `(tokens, heads, dim)`: each attends to the first
+    `visible` keys of its slot, already in the cache (nothing is written there).
 
     Each row is computed as a decode row is, so a prompt position has the same bits however
     its prompt was chunked or a prefix reused. query as `decode_attention` takes it.
     """
     num_heads, head_dim = query.shape[1], query.shape[2]
-    if max(slots) >= keys.shape[0] or max(visible) > keys.shape[2] or min(visible) < 1:
+    if plan.max_slot >= keys.shape[0] or plan.max_visible > keys.shape[2] or plan.min_visible < 1:
         raise IndexError(
-            f"prefill attention: slot {max(slots)} / {max(visible)} keys outside a cache of "
-            f"{keys.shape[0]} slots x {keys.shape[2]} rows"
+            f"prefill attention: slot {plan.max_slot} / {plan.max_visible} keys outside a "
+            f"cache of {keys.shape[0]} slots x {keys.shape[2]} rows"
         )
-    row_ids, slot_ids = torch.tensor(rows, dtype=torch.long), torch.tensor(slots, dtype=torch.long)
-    lengths = torch.tensor(visible, dtype=torch.long)
     undone = library.glm_prefill_attention(
         query.data_ptr(), query.stride(0), keys.data_ptr(), values.data_ptr(), keys.shape[2],
-        row_ids.data_ptr(), slot_ids.data_ptr(), lengths.data_ptr(), len(rows),
+        plan.rows.data_ptr(), plan.slots.data_ptr(), plan.visible.data_ptr(), plan.rows.numel(),
         num_heads, keys.shape[1], head_dim, scale,
         out.data_ptr(), torch.get_num_threads(), CACHE_KINDS[keys.dtype],
     )  # fmt: skip
