@@ -290,24 +290,37 @@ INLINE void task(const float *q, const void *K, const void *V, int64_t L, int64_
     for (int64_t g = 0; g < G; g++) memcpy(out + g * out_head_stride, acc + g * D, (size_t)D * sizeof(float));
 }
 
+/* one prefill row's task for a cache of `kind`: row `row` of q attends to the first L keys
+ * of its slot (already written by the caller); 1 when no scratch memory was left, else 0 */
+INLINE int64_t prefill_task(const float *q, int64_t q_stride, const void *key_cache,
+                            const void *value_cache, int64_t cache_len, int64_t row,
+                            int64_t slot, int64_t L, int64_t num_heads, int64_t num_kv_heads,
+                            int64_t h, int64_t D, float scale, float *out, const int kind) {
+    int64_t G = num_heads / num_kv_heads;
+    int64_t base = (slot * num_kv_heads + h) * cache_len * D; /* elements */
+    const char *K = (const char *)key_cache + base * ELEMENT(kind);
+    const char *V = (const char *)value_cache + base * ELEMENT(kind);
+    float *work = scratch_for((size_t)(G * ((L + 7) & ~(int64_t)7) + G * D));
+    if (!work) return 1;
+    task(q + row * q_stride + h * G * D, K, V, L, G, D, scale, out + row * num_heads * D + h * G * D,
+         D, work, kind);
+    return 0;
+}
+
 /* one (sequence, kv head) task of glm_decode_attention for a cache of `kind`: its key and
- * value written, then its attention; 1 when no scratch memory was left, else 0 */
+ * value written at `pos`, then prefill_task's attention over the pos + 1 keys; 1 when no
+ * scratch memory was left, else 0 */
 INLINE int64_t run_task(const float *q, int64_t q_stride, const float *k, int64_t k_stride,
                         const float *v, int64_t v_stride, void *key_cache, void *value_cache,
                         int64_t cache_len, int64_t row, int64_t slot, int64_t pos,
                         int64_t num_heads, int64_t num_kv_heads, int64_t h, int64_t D,
                         float scale, float *out, const int kind) {
-    int64_t G = num_heads / num_kv_heads, L = pos + 1;
     int64_t base = (slot * num_kv_heads + h) * cache_len * D; /* elements */
-    char *K = (char *)key_cache + base * ELEMENT(kind);
-    char *V = (char *)value_cache + base * ELEMENT(kind);
-    store_kv(K, pos * D, k + row * k_stride + h * D, D, kind);
-    store_kv(V, pos * D, v + row * v_stride + h * D, D, kind);
-    float *work = scratch_for((size_t)(G * ((L + 7) & ~(int64_t)7) + G * D));
-    if (!work) return 1;
-    task(q + row * q_stride + h * G * D, K, V, L, G, D, scale,
-         out + row * num_heads * D + h * G * D, D, work, kind);
-    return 0;
+    store_kv((char *)key_cache + base * ELEMENT(kind), pos * D, k + row * k_stride + h * D, D, kind);
+    store_kv((char *)value_cache + base * ELEMENT(kind), pos * D, v + row * v_stride + h * D, D,
+             kind);
+    return prefill_task(q, q_stride, key_cache, value_cache, cache_len, row, slot, pos + 1,
+                        num_heads, num_kv_heads, h, D, scale, out, kind);
 }
 
 /* run_task with `kind` a constant, one function each: the OpenMP region below is outlined
@@ -350,23 +363,6 @@ int64_t glm_decode_attention(const float *q, int64_t q_stride, const float *k, i
                       rows[i], slots[i], lengths[i], num_heads, num_kv_heads, h, D, scale, out);
     }
     return failed;
-}
-
-/* one prefill row's task for a cache of `kind`: row `row` of q attends to the first L keys
- * of its slot (already written by the caller); 1 when no scratch memory was left, else 0 */
-INLINE int64_t prefill_task(const float *q, int64_t q_stride, const void *key_cache,
-                            const void *value_cache, int64_t cache_len, int64_t row,
-                            int64_t slot, int64_t L, int64_t num_heads, int64_t num_kv_heads,
-                            int64_t h, int64_t D, float scale, float *out, const int kind) {
-    int64_t G = num_heads / num_kv_heads;
-    int64_t base = (slot * num_kv_heads + h) * cache_len * D; /* elements */
-    const char *K = (const char *)key_cache + base * ELEMENT(kind);
-    const char *V = (const char *)value_cache + base * ELEMENT(kind);
-    float *work = scratch_for((size_t)(G * ((L + 7) & ~(int64_t)7) + G * D));
-    if (!work) return 1;
-    task(q + row * q_stride + h * G * D, K, V, L, G, D, scale, out + row * num_heads * D + h * G * D,
-         D, work, kind);
-    return 0;
 }
 
 #define PREFILL_TASK_FOR(NAME, KIND)                                                          \
