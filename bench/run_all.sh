@@ -180,12 +180,32 @@ start_peer() {
     return 0
 }
 
+# wait_idle: until the machine's CPUs are idle (at most 5% busy over half a second), at most
+# 30 s. A server may spin on after its last reply: vLLM-CPU's worker keeps a core busy for
+# about a second, which slowed whichever server was measured next in the rounds by 5-15%
+# (measured: GLM API 198 tok/s at 16 streams right after vLLM, 211-221 five seconds after,
+# 233 with vLLM idle throughout).
+wait_idle() {
+    [ -r /proc/stat ] || return 0
+    local start=$SECONDS u n s i w q sq u2 n2 s2 i2 w2 q2 sq2 busy total
+    while [ $((SECONDS - start)) -lt 30 ]; do
+        read -r _ u n s i w q sq _ </proc/stat
+        sleep 0.5
+        read -r _ u2 n2 s2 i2 w2 q2 sq2 _ </proc/stat
+        busy=$(((u2 + n2 + s2 + q2 + sq2) - (u + n + s + q + sq)))
+        total=$((busy + (i2 + w2) - (i + w)))
+        [ "$total" -gt 0 ] && [ $((busy * 100)) -le $((total * 5)) ] && return 0
+    done
+    echo "   the machine was still busy after 30 s" >&2
+}
+
 # measure_level PORT MODEL LEVEL REQUESTS SEED FILE EXTRAS...: one `glm-api bench` level ->
 # FILE.json. SEED picks the prompts: every level a server sees has its own, so a server with
 # a prefix cache (vLLM's is on by default) never gets a prompt it has already computed
 measure_level() {
     local port="$1" model="$2" level="$3" requests="$4" seed="$5" file="$6"
     shift 6
+    wait_idle
     "$PY" -m glm_api.cli bench --url "http://127.0.0.1:$port" --model "$model" \
         --concurrency "$level" --prompt-tokens "$PROMPT_TOKENS" --max-tokens "$MAX_TOKENS" \
         --requests "$requests" --max-seconds "$MAX_SECONDS" --seed "$seed" --json "$@" \
@@ -199,6 +219,7 @@ run_server() {  # run_server NAME PORT: start, measure concurrency 1 and 16, sto
     start_peer "$name" "$port" || return
     # the read bandwidth just before and after the single-stream level: its bound in the
     # report comes from these minutes, not from the start of the run
+    wait_idle
     "$PY" bench/measure_bandwidth.py --read-only >"$OUT/$name.bw-before.json" 2>/dev/null
     for level in 1 16; do
         [ "$level" = 16 ] && "$PY" bench/measure_bandwidth.py --read-only \
