@@ -10,9 +10,10 @@ Uses torch with all cores unless --threads is given. Prints GB/s (1e9 bytes per 
 --read-only: only those two, as one JSON object (run_all.sh measures them around each run).
 Also `matmul_gflops`: a float32 (16 x 1024) @ (1024 x 5632) product through torch, the shape
 of a decode step at 16 sequences; `sgemm_gflops`: a 2048^3 float32 product through torch
-(MKL or oneDNN at their best shape: the machine's practical float32 peak); and, where our CPU kernel builds (glm_api/models/cpu_gemm.c),
-`kernel_gflops_16` / `kernel_gflops_128`: its rate on 16 and 128 rows against a 1 MB weight
-that stays in cache, i.e. the arithmetic alone: the compute bound on batched decode and on
+(MKL or oneDNN at their best shape; our kernel runs at twice that on the Zen 5 EPYC); and,
+where our CPU kernel builds (glm_api/models/cpu_gemm.c),
+`kernel_gflops_16` / `kernel_gflops_128`: its rate on 16 and 128 rows against an 8 MB weight
+that stays in cache (L3), i.e. the arithmetic alone: the compute bound on batched decode and on
 prefill as GLM API runs them; `int8_kernel_gops_16` / `_128`: the same for our INT8 kernel
 (cpu_gemm_int8.c), the bound on `--quantize int8`.
 """
@@ -83,25 +84,31 @@ def rate(
 
 def kernel_rates(repeats: int) -> dict[str, float]:
     """Our float32 kernel's GFLOP/s and our INT8 kernel's GOP/s on 16 and 128 rows, weights
-    (1 MB of each) in cache; a kernel that cannot run here is left out."""
+    in cache (8 MB of float32, 4 MB of int8); a kernel that cannot run here is left out.
+
+    The weights have 128 and 256 panels of 16 outputs: threads take 16 panels at a time, so the
+    1 MB weights measured before (16 float32 panels) kept one of the two threads idle and
+    halved the float32 figures (16 rows 158 -> 404 GFLOP/s on the Zen 5 EPYC; INT8
+    1113 -> 1408 GOP/s, 64 -> 256 panels)."""
     from glm_api.models import cpu_gemm, cpu_gemm_int8
 
     rates = {}
     library = cpu_gemm.load()
     if library is not None:
-        panels = cpu_gemm.to_panels(torch.randn(256, 1024))  # 1 MB of float32
+        panels = cpu_gemm.to_panels(torch.randn(2048, 1024))  # 8 MB of float32
         for rows in (16, 128):
             rates[f"kernel_gflops_{rows}"] = rate(
-                lambda x: cpu_gemm.linear(library, x, panels, 256, None), rows, (1024, 256), repeats
-            )
+                lambda x: cpu_gemm.linear(library, x, panels, 2048, None), rows, (1024, 2048),
+                repeats,
+            )  # fmt: skip
     int8_library = cpu_gemm_int8.load()
     if int8_library is not None:
-        weight = torch.randint(-127, 128, (1024, 1024), dtype=torch.int8)  # 1 MB of int8
-        packed = cpu_gemm_int8.pack(weight, torch.full((1024,), 0.01))
+        weight = torch.randint(-127, 128, (4096, 1024), dtype=torch.int8)  # 4 MB of int8
+        packed = cpu_gemm_int8.pack(weight, torch.full((4096,), 0.01))
         for rows in (16, 128):
             rates[f"int8_kernel_gops_{rows}"] = rate(
-                lambda x: cpu_gemm_int8.linear(int8_library, x, packed, 1024, None),
-                rows, (1024, 1024), repeats,
+                lambda x: cpu_gemm_int8.linear(int8_library, x, packed, 4096, None),
+                rows, (1024, 4096), repeats,
             )  # fmt: skip
     return rates
 
