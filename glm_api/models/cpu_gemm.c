@@ -43,6 +43,7 @@
 #define TILE 6
 #endif
 #define CHUNK 16 /* panels a thread takes at a time */
+#define PACK_K 128 /* values of k in a block of the rows' packing */
 #ifdef __AVX512F__
 /* bytes: a single pass's prefetch distance; a pass of up to 16 rows spends longer on each
  * line (measured on the Zen 5 EPYC, 0.6B model's layers: 16 rows 38.5 -> 29.9 ms, 8 rows
@@ -184,11 +185,17 @@ void glm_linear_f32(const float *x, int64_t M, int64_t K, const float *panels, i
     {
 #ifdef __AVX512F__
         if (xt) {
+            /* in blocks of PACK_K values of k, so that every thread packs a share of a single
+             * tile (a decode step's 16 rows) rather than one thread all of it while the other
+             * waits (0.6B model's layers, 16 rows, interleaved: 27.4-28.5 -> 26.9-27.6 ms) */
+            int64_t blocks = (K + PACK_K - 1) / PACK_K;
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < num_tiles; t++) {
+            for (int64_t b = 0; b < num_tiles * blocks; b++) {
+                int64_t t = b / blocks, k0 = (b % blocks) * PACK_K;
+                int64_t k1 = k0 + PACK_K < K ? k0 + PACK_K : K;
                 int64_t m0 = t * TILE, rows = M - m0 < TILE ? M - m0 : TILE;
                 for (int64_t r = 0; r < rows; r++)
-                    for (int64_t k = 0; k < K; k++) xt[m0 * K + k * rows + r] = x[(m0 + r) * K + k];
+                    for (int64_t k = k0; k < k1; k++) xt[m0 * K + k * rows + r] = x[(m0 + r) * K + k];
             }
         }
 #endif
