@@ -235,9 +235,17 @@ static inline __m512d bound8(const Constants *k, const RowCodes *row, const floa
  * block's lanes at or past `limit` are masked (a and the constants are padded to whole
  * panels, so every block's loads are in bounds). The maximum is exact and a non-finite a_j
  * makes a NaN in any grouping: both builds give the same value. */
+static double lanes_best(const double *lows, const double *checks, int lanes) {
+    double m = -INFINITY;
+    for (int i = 0; i < lanes; i++) {
+        if (checks[i] != 0.0) return NAN;
+        m = fmax(m, lows[i]);
+    }
+    return m;
+}
+
 static double lowest_best(const float *a, const Constants *k, const RowCodes *row,
                           int64_t limit) {
-    double m = -INFINITY;
 #if defined(__AVX512F__)
     __m512d low8 = _mm512_set1_pd(-INFINITY), finite = _mm512_setzero_pd(), av;
     for (int64_t j = 0; j < limit; j += 8) {
@@ -250,10 +258,7 @@ static double lowest_best(const float *a, const Constants *k, const RowCodes *ro
     double lows[8], checks[8];
     _mm512_storeu_pd(lows, low8);
     _mm512_storeu_pd(checks, finite);
-    for (int i = 0; i < 8; i++) {
-        if (checks[i] != 0.0) return NAN;
-        m = fmax(m, lows[i]);
-    }
+    return lanes_best(lows, checks, 8);
 #else
     const __m256d lane = _mm256_set_pd(3.0, 2.0, 1.0, 0.0);
     __m256d low4 = _mm256_set1_pd(-INFINITY), finite = _mm256_setzero_pd(), av;
@@ -266,12 +271,8 @@ static double lowest_best(const float *a, const Constants *k, const RowCodes *ro
     double lows[4], checks[4];
     _mm256_storeu_pd(lows, low4);
     _mm256_storeu_pd(checks, finite);
-    for (int i = 0; i < 4; i++) {
-        if (checks[i] != 0.0) return NAN;
-        m = fmax(m, lows[i]);
-    }
+    return lanes_best(lows, checks, 4);
 #endif
-    return m;
 }
 
 /* The panels (in order) holding an id j < limit with a_j + B_j >= threshold, at most
