@@ -31,9 +31,10 @@
  *
  * Built for AVX-512 with VNNI, one zmm holds a group's 16 outputs x 2 k, vpdpwssd adds both
  * products into each output's int32 lane, and a pass takes up to 16 rows: the same exact
- * sums, the same bits (tested). The pair of codes is vpdpwssd's last operand, so it is
- * broadcast from memory inside the instruction (16 rows: 9.6 -> 8.4-8.8 ms, not a separate
- * vpbroadcastd per row).
+ * sums, the same bits (tested). The pair of codes is vpdpwssd's last operand, broadcast
+ * straight from memory (16 rows: 9.6 -> 8.4-8.8 ms). GCC emits that as a vpbroadcastd load
+ * beside each vpdpwssd, not as the instruction's embedded {1to16} operand; folding it in by
+ * hand (inline asm) measured the same, 7.0 ms at 16 rows.
  *
  * Comparisons are in double. A row falls back (id -1: the caller computes every logit) when
  * anything is not finite, when sums could overflow, or when more than `max_panels` panels
@@ -195,9 +196,30 @@ typedef struct {
     const float *bounds, *max_errors, *norms2, *norms1; /* c_j, h_j, n_j, l_j */
 } Constants;
 
-/* B_j for 4 outputs from j (doubles). Its roundings in double (relative 2^-53 an operation)
+/* B_j for the 4 ids of a block from j (8 with AVX-512, the same operations lane for lane,
+ * so the same doubles), in doubles. Its roundings in double (relative 2^-53 an operation)
  * are far inside the slack of its terms (norms widened by 1e-9, constants by 1e-3, and the
  * 4u |a_j| term), so B_j - and a_j -/+ B_j below - stay on the safe side. */
+#if defined(__AVX512F__)
+static inline __m512d bound8(const Constants *k, const RowCodes *row, const float *a, int64_t j,
+                             __m512d *a8) {
+#define LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps((p) + j))
+    __m512d av = LOAD(a);
+    __m512d weights = _mm512_min_pd(_mm512_mul_pd(_mm512_set1_pd(row->norm2), LOAD(k->bounds)),
+                                    _mm512_mul_pd(_mm512_set1_pd(row->norm1), LOAD(k->max_errors)));
+    __m512d codes = _mm512_min_pd(_mm512_mul_pd(_mm512_set1_pd(row->error2), LOAD(k->norms2)),
+                                  _mm512_mul_pd(_mm512_set1_pd(row->error_max), LOAD(k->norms1)));
+#undef LOAD
+    __m512d scaling = _mm512_mul_pd(_mm512_set1_pd(4 * U), _mm512_abs_pd(av));
+    *a8 = av;
+    return _mm512_add_pd(_mm512_add_pd(weights, codes), scaling);
+}
+
+/* the lanes of a block of 8 ids from j that are ids below `limit` */
+static inline __mmask8 valid8(int64_t limit, int64_t j) {
+    return limit - j >= 8 ? 0xff : (__mmask8)((1u << (limit - j)) - 1);
+}
+#else
 static inline __m256d bound4(const Constants *k, const RowCodes *row, const float *a, int64_t j,
                              __m256d *a4) {
 #define LOAD(p) _mm256_cvtps_pd(_mm_loadu_ps((p) + j))
@@ -213,28 +235,14 @@ static inline __m256d bound4(const Constants *k, const RowCodes *row, const floa
     return _mm256_add_pd(_mm256_add_pd(weights, codes), scaling);
 }
 
-#if defined(__AVX512F__)
-/* B_j for 8 outputs from j: bound4's operations, lane for lane (the same doubles) */
-static inline __m512d bound8(const Constants *k, const RowCodes *row, const float *a, int64_t j,
-                             __m512d *a8) {
-#define LOAD(p) _mm512_cvtps_pd(_mm256_loadu_ps((p) + j))
-    __m512d av = LOAD(a);
-    __m512d weights = _mm512_min_pd(_mm512_mul_pd(_mm512_set1_pd(row->norm2), LOAD(k->bounds)),
-                                    _mm512_mul_pd(_mm512_set1_pd(row->norm1), LOAD(k->max_errors)));
-    __m512d codes = _mm512_min_pd(_mm512_mul_pd(_mm512_set1_pd(row->error2), LOAD(k->norms2)),
-                                  _mm512_mul_pd(_mm512_set1_pd(row->error_max), LOAD(k->norms1)));
-#undef LOAD
-    __m512d scaling = _mm512_mul_pd(_mm512_set1_pd(4 * U), _mm512_abs_pd(av));
-    *a8 = av;
-    return _mm512_add_pd(_mm512_add_pd(weights, codes), scaling);
+/* the lanes of a block of 4 ids from j that are ids below `limit` (all bits set) */
+static inline __m256d valid4(int64_t limit, int64_t j) {
+    return _mm256_cmp_pd(_mm256_set_pd(3.0, 2.0, 1.0, 0.0), _mm256_set1_pd((double)(limit - j)),
+                         _CMP_LT_OQ);
 }
 #endif
 
-/* max_j (a_j - B_j) over the first `limit` ids, or NaN when any a_j is not finite. Blocks of
- * 4 ids (8 with AVX-512: 0.6B model's output layer, 16 rows, about 0.6 ms less); the last
- * block's lanes at or past `limit` are masked (a and the constants are padded to whole
- * panels, so every block's loads are in bounds). The maximum is exact and a non-finite a_j
- * makes a NaN in any grouping: both builds give the same value. */
+/* the largest of `lanes` lows, or NaN where a lane's check is not 0 (a non-finite a_j) */
 static double lanes_best(const double *lows, const double *checks, int lanes) {
     double m = -INFINITY;
     for (int i = 0; i < lanes; i++) {
@@ -244,12 +252,17 @@ static double lanes_best(const double *lows, const double *checks, int lanes) {
     return m;
 }
 
+/* max_j (a_j - B_j) over the first `limit` ids, or NaN when any a_j is not finite. Blocks of
+ * 4 ids (8 with AVX-512: 0.6B model's output layer, 16 rows, about 0.6 ms less); the last
+ * block's lanes at or past `limit` are masked (a and the constants are padded to whole
+ * panels, so every block's loads are in bounds). The maximum is exact and a non-finite a_j
+ * makes a NaN in any grouping: both builds give the same value. */
 static double lowest_best(const float *a, const Constants *k, const RowCodes *row,
                           int64_t limit) {
 #if defined(__AVX512F__)
     __m512d low8 = _mm512_set1_pd(-INFINITY), finite = _mm512_setzero_pd(), av;
     for (int64_t j = 0; j < limit; j += 8) {
-        __mmask8 valid = limit - j >= 8 ? 0xff : (__mmask8)((1u << (limit - j)) - 1);
+        __mmask8 valid = valid8(limit, j);
         __m512d b = bound8(k, row, a, j, &av);
         low8 = _mm512_mask_max_pd(low8, valid, low8, _mm512_sub_pd(av, b));
         /* NaN from any inf or NaN among the ids */
@@ -260,10 +273,9 @@ static double lowest_best(const float *a, const Constants *k, const RowCodes *ro
     _mm512_storeu_pd(checks, finite);
     return lanes_best(lows, checks, 8);
 #else
-    const __m256d lane = _mm256_set_pd(3.0, 2.0, 1.0, 0.0);
     __m256d low4 = _mm256_set1_pd(-INFINITY), finite = _mm256_setzero_pd(), av;
     for (int64_t j = 0; j < limit; j += 4) {
-        __m256d valid = _mm256_cmp_pd(lane, _mm256_set1_pd((double)(limit - j)), _CMP_LT_OQ);
+        __m256d valid = valid4(limit, j);
         __m256d b = bound4(k, row, a, j, &av);
         low4 = _mm256_max_pd(low4, _mm256_blendv_pd(low4, _mm256_sub_pd(av, b), valid));
         finite = _mm256_add_pd(finite, _mm256_and_pd(valid, _mm256_sub_pd(av, av)));
@@ -285,17 +297,17 @@ static int64_t candidate_panels(const float *a, const Constants *k, const RowCod
     const __m512d t = _mm512_set1_pd(threshold);
     __m512d av;
     for (int64_t j = 0; j < limit && count <= max_panels; j += 8) {
-        __mmask8 valid = limit - j >= 8 ? 0xff : (__mmask8)((1u << (limit - j)) - 1);
+        __mmask8 valid = valid8(limit, j);
         __m512d b = bound8(k, row, a, j, &av);
         __mmask8 hit = _mm512_mask_cmp_pd_mask(valid, _mm512_add_pd(av, b), t, _CMP_GE_OQ);
         if (hit && (count == 0 || candidates[count - 1] != j / PANEL))
             candidates[count++] = j / PANEL; /* 8 outputs never straddle two panels */
     }
 #else
-    const __m256d lane = _mm256_set_pd(3.0, 2.0, 1.0, 0.0), t = _mm256_set1_pd(threshold);
+    const __m256d t = _mm256_set1_pd(threshold);
     __m256d av;
     for (int64_t j = 0; j < limit && count <= max_panels; j += 4) {
-        __m256d valid = _mm256_cmp_pd(lane, _mm256_set1_pd((double)(limit - j)), _CMP_LT_OQ);
+        __m256d valid = valid4(limit, j);
         __m256d b = bound4(k, row, a, j, &av);
         __m256d hit = _mm256_and_pd(valid, _mm256_cmp_pd(_mm256_add_pd(av, b), t, _CMP_GE_OQ));
         if (_mm256_movemask_pd(hit) && (count == 0 || candidates[count - 1] != j / PANEL))
